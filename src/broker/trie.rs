@@ -1,0 +1,1 @@
+//! The subscription trie: being written.
