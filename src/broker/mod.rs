@@ -1,0 +1,205 @@
+//! The shared broker: the use cases that cross sessions — publish, subscribe,
+//! attach a connection to a session, end a session — each a short sequence of
+//! calls into the parts below.
+//!
+//! Locks are std/parking_lot locks taken in one order (router → retained →
+//! registry), never held across `.await`, during storage I/O, or while handing a
+//! delivery to a mailbox. Publish runs inline in the publisher's task, so
+//! per-publisher order needs no extra machinery ([MQTT-4.6.0-5]).
+
+pub mod registry;
+pub mod retained;
+pub mod router;
+pub mod trie;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+
+use crate::config::{Limits, SessionConfig};
+use crate::metrics::Metrics;
+use crate::protocol::{ClientId, TopicFilter};
+use crate::storage::{self, Delivery, DeliveryState, Message, QueuedDelivery, Storage};
+use registry::{Admission, Registry};
+use retained::Retained;
+use router::{Filter, Router, Subscription, Target};
+
+/// State shared by every connection. Created once, behind an `Arc`.
+#[derive(Debug)]
+pub struct Broker {
+    router: RwLock<Router>,
+    retained: RwLock<Retained>,
+    registry: Registry,
+    storage: Storage,
+    metrics: Metrics,
+    limits: Limits,
+    session_config: SessionConfig,
+    next_connection_id: AtomicU64,
+}
+
+/// What became of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Routed {
+    /// Subscribers that matched.
+    pub matched: usize,
+    /// Of those, deliveries dropped at a full queue (or QoS 0 for an offline session).
+    pub dropped: usize,
+}
+
+impl Broker {
+    /// A broker with the given limits and session rules, over `storage`.
+    pub fn new(limits: Limits, session_config: SessionConfig, storage: Storage) -> Broker {
+        Broker {
+            router: RwLock::new(Router::default()),
+            retained: RwLock::new(Retained::default()),
+            registry: Registry::default(),
+            storage,
+            metrics: Metrics::default(),
+            limits,
+            session_config,
+            next_connection_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Resource limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Session rules.
+    pub fn session_config(&self) -> &SessionConfig {
+        &self.session_config
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The store.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Sessions and where they are.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A process-unique id for a new connection.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Routes a message to every matching subscription: stores the deliveries for
+    /// persistent sessions in one batch, then hands every delivery to its mailbox.
+    /// When this returns `Ok`, the message may be acknowledged to its publisher.
+    pub fn publish(&self, publisher: &ClientId, message: Arc<Message>) -> Result<Routed, storage::Error> {
+        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+        if message.retain {
+            self.retained.write().set(message.clone());
+        }
+        let mut targets = Vec::new();
+        self.router.read().route(&message.topic, publisher, &mut targets);
+        let mut routed = Routed {
+            matched: targets.len(),
+            dropped: 0,
+        };
+        let mut stored = Vec::new();
+        let mut sends = Vec::with_capacity(targets.len());
+        for target in targets {
+            let Some(slot) = self.registry.get(&target.client_id) else {
+                continue;
+            };
+            let delivery = routed_delivery(&message, target);
+            let admission = slot.admit(delivery.qos, self.limits.max_queued_messages, self.session_config.queue_qos0_messages);
+            match admission {
+                Admission::Drop => routed.dropped += 1,
+                Admission::Send => sends.push((slot, delivery)),
+                Admission::Store(seq) => {
+                    let delivery = Delivery { seq: Some(seq), ..delivery };
+                    let entry = QueuedDelivery {
+                        seq,
+                        delivery: delivery.clone(),
+                        state: DeliveryState::Queued,
+                    };
+                    stored.push((slot.client_id().clone(), entry));
+                    sends.push((slot, delivery));
+                }
+            }
+        }
+        self.metrics.messages_dropped.fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        if !stored.is_empty() {
+            if let Err(error) = self.storage.enqueue(&stored) {
+                for (slot, _) in &sends {
+                    slot.release();
+                }
+                return Err(error);
+            }
+        }
+        for (slot, delivery) in sends {
+            slot.deliver(delivery);
+        }
+        Ok(routed)
+    }
+
+    /// Adds a subscription; returns whether it already existed.
+    pub fn subscribe(&self, client_id: &ClientId, filter: &Filter, subscription: Subscription) -> bool {
+        self.router.write().subscribe(client_id, filter, subscription)
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, client_id: &ClientId, filter: &Filter) -> bool {
+        self.router.write().unsubscribe(client_id, filter)
+    }
+
+    /// The retained messages a new subscription to `filter` receives.
+    pub fn retained_matching(&self, filter: &TopicFilter, now: Instant) -> Vec<Arc<Message>> {
+        self.retained.read().matching(filter, now)
+    }
+
+    /// Number of topics with a retained message.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Deletes everything a session owned: its subscriptions and its stored state.
+    /// Called when a session ends (clean start, expiry, or a non-persistent session's
+    /// connection closing).
+    pub fn end_session(&self, client_id: &ClientId) -> Result<(), storage::Error> {
+        self.router.write().remove_client(client_id);
+        self.storage.delete_session(client_id)
+    }
+
+    /// Expires offline sessions and publishes wills whose delay passed. Called
+    /// periodically by the server with the current time.
+    pub fn on_tick(&self, now: Instant) {
+        let due = self.registry.take_due(now);
+        for will in due.wills {
+            let publisher = ClientId::new("");
+            if let Err(error) = self.publish(&publisher, will) {
+                tracing::error!(%error, "could not store a delayed will");
+            }
+        }
+        for client_id in due.expired {
+            tracing::debug!(%client_id, "session expired");
+            if let Err(error) = self.end_session(&client_id) {
+                tracing::error!(%client_id, %error, "could not delete an expired session");
+            }
+        }
+    }
+}
+
+fn routed_delivery(message: &Arc<Message>, target: Target) -> Delivery {
+    Delivery {
+        message: message.clone(),
+        qos: message.qos.min(target.qos),
+        // [MQTT-3.3.1-9] 3.1.1 clears retain on routed messages; v5 keeps it only for
+        // retain-as-published subscriptions ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
+        retain: message.retain && target.retain_as_published,
+        subscription_ids: target.subscription_ids,
+        seq: None,
+    }
+}

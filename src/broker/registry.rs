@@ -1,0 +1,287 @@
+//! Who is where: for every session, whether a connection holds it now (and how to
+//! reach that connection) or it waits offline until it expires.
+//!
+//! A slot outlives the connections that attach to it, so its message sequence
+//! number and its queue count carry over a reconnect. The map lock is held only to
+//! find or insert a slot; each slot has its own small lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{ClientId, QoS};
+use crate::storage::{Delivery, Message};
+
+/// A request from the broker to a connection task.
+#[derive(Debug)]
+pub enum Control {
+    /// Another connection took the session over ([MQTT-3.1.4-3]): stop, and say so on `done`.
+    TakeOver {
+        /// Whether the new connection continues the session (a will with a delay is then kept back).
+        is_session_continued: bool,
+        /// Completed once this connection no longer touches the session.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// How to reach the connection that holds a session.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Unique per connection, so a late detach of a replaced connection is ignored.
+    pub connection_id: u64,
+    /// Deliveries. Unbounded; the slot's queue count is the bound.
+    pub mailbox: mpsc::UnboundedSender<Delivery>,
+    /// Control requests.
+    pub control: mpsc::UnboundedSender<Control>,
+    /// Whether the session outlives this connection.
+    pub is_persistent: bool,
+}
+
+/// A will waiting for its delay to pass ([MQTT-3.1.3-9]).
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    /// When to publish it.
+    pub publish_at: Instant,
+    /// The will message.
+    pub message: Arc<Message>,
+}
+
+/// Where a session is now.
+#[derive(Debug)]
+enum Presence {
+    Online(Link),
+    Offline {
+        expires_at: Option<Instant>,
+        will: Option<PendingWill>,
+    },
+}
+
+/// One session's entry.
+#[derive(Debug)]
+pub struct ClientSlot {
+    client_id: ClientId,
+    next_seq: AtomicU64,
+    queued: AtomicUsize,
+    presence: Mutex<Presence>,
+}
+
+/// What the broker may do with one message for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Over the queue limit, or QoS 0 for an offline session: dropped and counted.
+    Drop,
+    /// Send to the connection without storing (QoS 0, or a session that ends with its connection).
+    Send,
+    /// Store under this sequence number, then send if the session is online.
+    Store(u64),
+}
+
+impl ClientSlot {
+    /// The session's client id.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// Decides the fate of one delivery and reserves its queue place.
+    pub fn admit(&self, qos: QoS, max_queued: usize, queue_qos0: bool) -> Admission {
+        let presence = self.presence.lock();
+        let (is_online, is_persistent) = match &*presence {
+            Presence::Online(link) => (true, link.is_persistent),
+            Presence::Offline { .. } => (false, true),
+        };
+        let must_store = is_persistent && (qos > QoS::AtMostOnce || (!is_online && queue_qos0));
+        if !is_online && !must_store {
+            return Admission::Drop;
+        }
+        let queued = self.queued.load(Ordering::Relaxed);
+        if max_queued != 0 && queued >= max_queued {
+            return Admission::Drop;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if must_store {
+            Admission::Store(self.next_seq.fetch_add(1, Ordering::Relaxed))
+        } else {
+            Admission::Send
+        }
+    }
+
+    /// Hands a delivery to the connection holding the session, if any. Looks the
+    /// link up now, not at admission, so a session that attached in between gets it.
+    pub fn deliver(&self, delivery: Delivery) {
+        if let Presence::Online(link) = &*self.presence.lock() {
+            // A closed mailbox means the connection is ending; stored deliveries are
+            // replayed from storage on the next attach, others end here.
+            let _ = link.mailbox.send(delivery);
+        }
+    }
+
+    /// Takes a queue place for a delivery that bypassed [`ClientSlot::admit`] (a
+    /// retained message sent on subscribe), so that its release balances.
+    pub fn reserve(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Releases a queue place once a delivery is finished (sent at QoS 0, acknowledged, or dropped).
+    pub fn release(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// Resets the queue count to what a resumed session actually holds.
+    pub fn set_queued(&self, count: usize) {
+        self.queued.store(count, Ordering::Relaxed);
+    }
+
+    /// Makes sure future sequence numbers are above `seq` (after loading stored entries).
+    pub fn advance_seq_past(&self, seq: u64) {
+        self.next_seq.fetch_max(seq.saturating_add(1), Ordering::Relaxed);
+    }
+}
+
+/// What was attached before a new connection took a slot.
+#[derive(Debug)]
+pub enum Previous {
+    /// No session existed.
+    Nothing,
+    /// An offline persistent session, with its will if its delay had not passed.
+    Offline {
+        /// The will that was waiting, if any.
+        will: Option<PendingWill>,
+    },
+    /// Another connection holds it.
+    Online(Link),
+}
+
+/// What a finished connection leaves behind.
+#[derive(Debug)]
+pub enum Departure {
+    /// The session ends with the connection.
+    End,
+    /// The session waits offline.
+    Offline {
+        /// When it expires; `None` never.
+        expires_at: Option<Instant>,
+        /// A will to publish later.
+        will: Option<PendingWill>,
+    },
+}
+
+/// Everything due at a given time: expired sessions and wills whose delay passed.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Sessions whose expiry passed; their state must be deleted.
+    pub expired: Vec<ClientId>,
+    /// Wills to publish now.
+    pub wills: Vec<Arc<Message>>,
+}
+
+/// Every session, online or offline.
+#[derive(Debug, Default)]
+pub struct Registry {
+    clients: RwLock<HashMap<ClientId, Arc<ClientSlot>>>,
+}
+
+impl Registry {
+    /// The slot of a session, if one exists.
+    pub fn get(&self, client_id: &ClientId) -> Option<Arc<ClientSlot>> {
+        self.clients.read().get(client_id).cloned()
+    }
+
+    /// Points the session at a new connection and returns what held it before.
+    /// The new mailbox is installed *before* the caller loads stored deliveries: a
+    /// publish racing this attach lands in storage before the load or in the new
+    /// mailbox after it, never nowhere.
+    pub fn attach(&self, client_id: &ClientId, link: Link) -> (Arc<ClientSlot>, Previous) {
+        let mut is_new = false;
+        let slot = {
+            let mut clients = self.clients.write();
+            let slot = clients.entry(client_id.clone()).or_insert_with(|| {
+                is_new = true;
+                Arc::new(ClientSlot {
+                    client_id: client_id.clone(),
+                    next_seq: AtomicU64::new(1),
+                    queued: AtomicUsize::new(0),
+                    presence: Mutex::new(Presence::Offline {
+                        expires_at: None,
+                        will: None,
+                    }),
+                })
+            });
+            slot.clone()
+        };
+        let previous = std::mem::replace(&mut *slot.presence.lock(), Presence::Online(link));
+        let previous = match previous {
+            Presence::Online(old) => Previous::Online(old),
+            Presence::Offline { .. } if is_new => Previous::Nothing,
+            Presence::Offline { will, .. } => Previous::Offline { will },
+        };
+        (slot, previous)
+    }
+
+    /// Records that a connection ended. Ignored if another connection has taken the
+    /// session over meanwhile. Returns whether the slot was this connection's.
+    pub fn detach(&self, client_id: &ClientId, connection_id: u64, departure: Departure) -> bool {
+        let mut clients = self.clients.write();
+        let Some(slot) = clients.get(client_id).cloned() else {
+            return false;
+        };
+        let mut presence = slot.presence.lock();
+        if !matches!(&*presence, Presence::Online(link) if link.connection_id == connection_id) {
+            return false;
+        }
+        match departure {
+            Departure::End => {
+                drop(presence);
+                clients.remove(client_id);
+            }
+            Departure::Offline { expires_at, will } => *presence = Presence::Offline { expires_at, will },
+        }
+        true
+    }
+
+    /// Removes a session whatever its state (a clean start discarding it).
+    pub fn remove(&self, client_id: &ClientId) {
+        self.clients.write().remove(client_id);
+    }
+
+    /// Number of sessions, online and offline.
+    pub fn len(&self) -> usize {
+        self.clients.read().len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.clients.read().is_empty()
+    }
+
+    /// Takes every expired offline session and every will whose delay has passed.
+    /// A will is also due when its session expires first ([MQTT-3.1.3-9]).
+    pub fn take_due(&self, now: Instant) -> Due {
+        let mut due = Due::default();
+        let mut clients = self.clients.write();
+        clients.retain(|client_id, slot| {
+            let mut presence = slot.presence.lock();
+            let Presence::Offline { expires_at, will } = &mut *presence else {
+                return true;
+            };
+            let is_expired = expires_at.is_some_and(|at| at <= now);
+            if let Some(pending) = will.take() {
+                if is_expired || pending.publish_at <= now {
+                    due.wills.push(pending.message);
+                } else {
+                    *will = Some(pending);
+                }
+            }
+            if is_expired {
+                due.expired.push(client_id.clone());
+            }
+            !is_expired
+        });
+        due
+    }
+}

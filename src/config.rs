@@ -1,0 +1,275 @@
+//! Broker configuration: a TOML file, overridden by `ROOKERY_…` environment
+//! variables and command-line flags, with a [`Default`] that is a runnable broker.
+//!
+//! Each module receives only its own section (`limits`, `storage`, …), never the
+//! whole `Config`, so that what a module depends on is visible in its signature.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML (after environment overrides) does not describe a `Config`.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// An environment override does not fit the configuration's shape.
+    #[error("environment variable {0}: does not name a configuration key")]
+    Env(String),
+    /// The values are individually valid but do not make a broker.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole broker configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect. Any number of each kind.
+    pub listeners: Vec<ListenerConfig>,
+    /// Where state is kept.
+    pub storage: StorageConfig,
+    /// Resource limits, all enforced.
+    pub limits: Limits,
+    /// Session rules.
+    pub session: SessionConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listeners: vec![ListenerConfig::default()],
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// The transport of a listener.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Plain MQTT over TCP.
+    #[default]
+    Tcp,
+}
+
+/// One listening socket.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Transport.
+    pub kind: ListenerKind,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> ListenerConfig {
+        ListenerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            kind: ListenerKind::Tcp,
+        }
+    }
+}
+
+/// Where and how state is stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory.
+    pub dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { dir: PathBuf::from("data") }
+    }
+}
+
+/// Resource limits. Each is enforced; each has a default that keeps one
+/// misbehaving client from hurting the others.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest packet accepted or sent, fixed header included, in bytes.
+    pub max_packet_size: u32,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement per 3.x client (v5 clients
+    /// announce their own Receive Maximum).
+    pub max_inflight: u16,
+    /// Inbound QoS 1/2 messages a v5 client may have unacknowledged: our Receive Maximum.
+    pub receive_maximum: u16,
+    /// Messages waiting for one client (offline, or online behind a full window);
+    /// past it new messages for that client are dropped and counted. 0: no limit.
+    pub max_queued_messages: usize,
+    /// Simultaneous connections; past it new ones are closed at accept. 0: no limit.
+    pub max_connections: usize,
+    /// Topic Alias Maximum announced to v5 clients (inbound aliases). 0 disables them.
+    pub topic_alias_maximum: u16,
+    /// Time a new connection has to send CONNECT.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// If set, clients asking for a longer keep-alive (or none) get this one (v5 Server Keep Alive).
+    #[serde(with = "humantime_serde")]
+    pub max_keep_alive: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_packet_size: 1024 * 1024,
+            max_inflight: 100,
+            receive_maximum: 100,
+            max_queued_messages: 1000,
+            max_connections: 0,
+            topic_alias_maximum: 64,
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive: None,
+        }
+    }
+}
+
+/// Rules for sessions that outlive their connection.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a 3.x persistent session (clean session 0) is kept while offline.
+    /// Unset: forever, as the 3.1.1 spec says (mosquitto's `persistent_client_expiration`).
+    #[serde(with = "humantime_serde")]
+    pub persistent_client_expiration: Option<Duration>,
+    /// Upper bound on the Session Expiry Interval a v5 client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_session_expiry: Option<Duration>,
+    /// Queue QoS 0 messages for offline persistent sessions too (mosquitto's `queue_qos0_messages`).
+    pub queue_qos0_messages: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            persistent_client_expiration: None,
+            max_session_expiry: None,
+            queue_qos0_messages: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document, then applies `ROOKERY_…` overrides from `env`.
+    ///
+    /// An override names a key path with `__` between levels:
+    /// `ROOKERY_LIMITS__MAX_INFLIGHT=50`, `ROOKERY_STORAGE__DIR=/var/lib/rookery`.
+    /// The value is read as a TOML value, or as a string if it is not one.
+    pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+        let mut document: toml::Table = toml::from_str(text)?;
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix("ROOKERY_") else { continue };
+            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut document, &keys, parse_value(&value)).map_err(|()| Error::Env(name.clone()))?;
+        }
+        let config: Config = document.try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file (see [`Config::parse`]).
+    pub fn load(path: &std::path::Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, env)
+    }
+
+    /// Checks relations between values that serde cannot express.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.listeners.is_empty() {
+            return Err(Error::Invalid("at least one listener is needed".into()));
+        }
+        if self.limits.max_packet_size < 128 {
+            return Err(Error::Invalid("limits.max_packet_size must be at least 128 bytes".into()));
+        }
+        if self.limits.max_packet_size > 268_435_455 {
+            return Err(Error::Invalid("limits.max_packet_size is at most 268435455 bytes".into()));
+        }
+        if self.limits.max_inflight == 0 || self.limits.receive_maximum == 0 {
+            return Err(Error::Invalid("limits.max_inflight and limits.receive_maximum must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), ()> {
+    match keys {
+        [] => Err(()),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [key, rest @ ..] => {
+            let entry = table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_broker() {
+        assert_eq!(Config::parse("", []).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let text = "[[listeners]]\nbind = \"0.0.0.0:1884\"\n[limits]\nmax_inflight = 7\nconnect_timeout = \"3s\"\n";
+        let env = [
+            ("ROOKERY_LIMITS__MAX_QUEUED_MESSAGES".to_string(), "5".to_string()),
+            ("ROOKERY_STORAGE__DIR".to_string(), "/tmp/x".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let config = Config::parse(text, env).unwrap();
+        assert_eq!(config.listeners[0].bind.port(), 1884);
+        assert_eq!(config.limits.max_inflight, 7);
+        assert_eq!(config.limits.connect_timeout, Duration::from_secs(3));
+        assert_eq!(config.limits.max_queued_messages, 5);
+        assert_eq!(config.storage.dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::parse("[limits]\nmax_inflite = 3\n", []).is_err());
+    }
+
+    #[test]
+    fn invalid_limits_are_rejected() {
+        assert!(Config::parse("[limits]\nmax_inflight = 0\n", []).is_err());
+        assert!(Config::parse("listeners = []\n", []).is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! One task per client: bytes ⇄ packets, the `select!` loop, and writing what the
+//! [`Session`] produced. It makes no MQTT decisions of its own, except the one
+//! mapping of errors to a closing DISCONNECT or CONNACK.
+//!
+//! Reads are batched (one `read_buf` may hold many packets, all handled before the
+//! next read, so TCP pushes back on a fast publisher) and writes are coalesced
+//! (everything a turn produced goes out in one `write_all`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, Instrument};
+
+use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
+use crate::broker::Broker;
+use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
+use crate::session::{self, connect, Flow, Negotiated, Outbox, Session};
+use crate::storage::Delivery;
+
+/// Deliveries taken from the mailbox per turn before the socket is flushed.
+const DELIVERIES_PER_TURN: usize = 256;
+/// How long a takeover waits for the old connection to let go of the session.
+const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a connection ended.
+enum Ending {
+    /// The peer closed the socket or the socket failed: publish the will.
+    Lost,
+    /// The client sent DISCONNECT.
+    Disconnected { publish_will: bool },
+    /// The client broke the protocol: tell a v5 client why, publish the will.
+    Violation(session::Error),
+    /// Another connection took the session over.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// Serves one client until it leaves. Never returns an error: a failing client is
+/// logged and disconnected, and nothing it does affects other connections.
+pub async fn run<S>(stream: S, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    broker.metrics().connections_current.fetch_add(1, Ordering::Relaxed);
+    broker.metrics().connections_total.fetch_add(1, Ordering::Relaxed);
+    let mut connection = Connection {
+        stream,
+        read_buf: BytesMut::new(),
+        out: Outbox::new(ProtocolVersion::V3_1_1),
+        broker: broker.clone(),
+    };
+    let span = info_span!("connection", client_id = tracing::field::Empty);
+    connection.serve(shutdown).instrument(span).await;
+    broker.metrics().connections_current.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct Connection<S> {
+    stream: S,
+    read_buf: BytesMut,
+    out: Outbox,
+    broker: Arc<Broker>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    async fn serve(&mut self, shutdown: CancellationToken) {
+        let connect_timeout = self.broker.limits().connect_timeout;
+        let connect = match timeout(connect_timeout, self.read_connect()).await {
+            Ok(Ok(Some(connect))) => connect,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                debug!(%error, "refused before CONNECT");
+                // [MQTT-3.1.4-?] an unsupported version gets CONNACK 0x01 / 0x84, then close.
+                if error == protocol::Error::UnsupportedProtocolVersion {
+                    self.refuse(ProtocolVersion::V3_1_1, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION).await;
+                }
+                return;
+            }
+            Err(_) => {
+                debug!("no CONNECT within the connect timeout");
+                return;
+            }
+        };
+        self.out.set_version(connect.version);
+        let negotiated = match connect::negotiate(&connect, self.broker.limits(), self.broker.session_config()) {
+            Ok(negotiated) => negotiated,
+            Err(reason) => {
+                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                self.refuse(connect.version, reason).await;
+                return;
+            }
+        };
+        tracing::Span::current().record("client_id", negotiated.client_id.as_str());
+        if let Some(max) = negotiated.client_max_packet_size {
+            self.out.set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
+        }
+        let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let connection_id = self.broker.next_connection_id();
+        let link = Link {
+            connection_id,
+            mailbox: mailbox_tx,
+            control: control_tx,
+            is_persistent: negotiated.session_expiry.is_persistent(),
+        };
+        let (slot, session_present) = self.attach(&negotiated, link).await;
+        let now = Instant::now();
+        let mut session = Session::new(&negotiated, slot, &self.broker, now);
+        self.out.send(&Packet::ConnAck(connect::connack(&negotiated, session_present, self.broker.limits())));
+        let resumed = if session_present { session.resume(&self.broker, now, &mut self.out) } else { Ok(()) };
+        let ending = match resumed {
+            Ok(()) => self.run_session(&mut session, mailbox, control, shutdown).await,
+            Err(error) => Ending::Violation(error),
+        };
+        self.finish(session, connection_id, ending).await;
+    }
+
+    /// Reads until a whole CONNECT has arrived. `Ok(None)`: the peer left first.
+    async fn read_connect(&mut self) -> Result<Option<Box<protocol::Connect>>, protocol::Error> {
+        let max = self.broker.limits().max_packet_size as usize;
+        loop {
+            match decode(&mut self.read_buf, ProtocolVersion::V3_1_1, max)? {
+                Some(Packet::Connect(connect)) => return Ok(Some(connect)),
+                // [MQTT-3.1.0-1] the first packet must be CONNECT.
+                Some(_) => return Err(protocol::Error::Protocol("first packet is not CONNECT")),
+                None => {}
+            }
+            self.read_buf.reserve(1024);
+            match self.stream.read_buf(&mut self.read_buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn refuse(&mut self, version: ProtocolVersion, code: ReasonCode) {
+        self.out.set_version(version);
+        self.out.send(&Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Default::default(),
+        }));
+        let _ = self.flush().await;
+    }
+
+    /// Points the session at this connection, taking it over from an older
+    /// connection, or discarding it on clean start. Returns the slot and whether a
+    /// session was resumed.
+    async fn attach(&mut self, negotiated: &Negotiated, link: Link) -> (Arc<ClientSlot>, bool) {
+        let client_id = &negotiated.client_id;
+        let (slot, previous) = self.broker.registry().attach(client_id, link);
+        let mut had_session = match previous {
+            Previous::Nothing => false,
+            Previous::Offline { will } => {
+                // [MQTT-3.1.3-9] a reconnect before the will delay passes cancels the will,
+                // unless this connection ends the session (clean start).
+                if let (Some(will), true) = (will, negotiated.clean_start) {
+                    self.publish_will(client_id, will.message);
+                }
+                true
+            }
+            Previous::Online(old) => {
+                let (done, finished) = oneshot::channel();
+                let request = Control::TakeOver {
+                    is_session_continued: !negotiated.clean_start,
+                    done,
+                };
+                if old.control.send(request).is_ok() && timeout(TAKEOVER_TIMEOUT, finished).await.is_err() {
+                    tracing::warn!("the previous connection did not let go of the session in time");
+                }
+                old.is_persistent
+            }
+        };
+        if had_session && negotiated.clean_start {
+            // [MQTT-3.1.2-4] Clean Start discards any existing session.
+            if let Err(error) = self.broker.end_session(client_id) {
+                tracing::error!(%error, "could not discard the previous session");
+            }
+            slot.set_queued(0);
+            had_session = false;
+        }
+        (slot, had_session)
+    }
+
+    async fn run_session(
+        &mut self,
+        session: &mut Session,
+        mut mailbox: mpsc::UnboundedReceiver<Delivery>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        shutdown: CancellationToken,
+    ) -> Ending {
+        let max = self.broker.limits().max_packet_size as usize;
+        let broker = self.broker.clone();
+        loop {
+            if let Err(error) = self.flush().await {
+                debug!(%error, "write failed");
+                return Ending::Lost;
+            }
+            let deadline = session.next_deadline(Instant::now());
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.read_buf) => {
+                    match read {
+                        Ok(0) | Err(_) => return Ending::Lost,
+                        Ok(_) => {}
+                    }
+                    let now = Instant::now();
+                    loop {
+                        let packet = match decode(&mut self.read_buf, session_version(session), max) {
+                            Ok(Some(packet)) => packet,
+                            Ok(None) => break,
+                            Err(error) => return Ending::Violation(error.into()),
+                        };
+                        match session.on_packet(packet, &broker, now, &mut self.out) {
+                            Ok(Flow::Continue) => {}
+                            Ok(Flow::Disconnect { publish_will }) => return Ending::Disconnected { publish_will },
+                            Err(error) => return Ending::Violation(error),
+                        }
+                    }
+                    self.shrink_read_buffer();
+                }
+                Some(delivery) = mailbox.recv(), if session.can_send() => {
+                    let now = Instant::now();
+                    let mut next = Some(delivery);
+                    let mut taken = 0;
+                    while let Some(delivery) = next.take() {
+                        if let Err(error) = session.on_delivery(delivery, &broker, now, &mut self.out) {
+                            return Ending::Violation(error);
+                        }
+                        taken += 1;
+                        if taken < DELIVERIES_PER_TURN && session.can_send() {
+                            next = mailbox.try_recv().ok();
+                        }
+                    }
+                }
+                Some(request) = control.recv() => match request {
+                    Control::TakeOver { is_session_continued, done } => {
+                        session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
+                        let _ = self.flush().await;
+                        // [MQTT-3.1.4-3] the old connection's will is published, unless a
+                        // will delay lets the continued session cancel it.
+                        let keep_back = is_session_continued && session.will_delay().is_some_and(|d| !d.is_zero());
+                        if let (_, Some(will)) = session.depart(!keep_back, Instant::now()) {
+                            self.publish_will(session.client_id(), will);
+                        }
+                        let _ = done.send(());
+                        return Ending::TakenOver;
+                    }
+                },
+                () = sleep_until(deadline.into()) => {
+                    if let Err(error) = session.on_tick(Instant::now()) {
+                        return Ending::Violation(error);
+                    }
+                }
+                () = shutdown.cancelled() => return Ending::Shutdown,
+            }
+        }
+    }
+
+    /// Frees the read buffer of an idle connection, so that thousands of idle
+    /// clients hold no buffers.
+    fn shrink_read_buffer(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 64 * 1024 {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    async fn finish(&mut self, mut session: Session, connection_id: u64, ending: Ending) {
+        let publish_will = match &ending {
+            Ending::TakenOver => return,
+            Ending::Lost => true,
+            Ending::Disconnected { publish_will } => *publish_will,
+            Ending::Violation(error) => {
+                debug!(%error, "closing the connection");
+                session.send_disconnect(error.reason_code(), &mut self.out);
+                true
+            }
+            Ending::Shutdown => {
+                session.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, &mut self.out);
+                false
+            }
+        };
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        let client_id = session.client_id().clone();
+        let (departure, will) = session.depart(publish_will, Instant::now());
+        let is_ended = matches!(departure, Departure::End);
+        if self.broker.registry().detach(&client_id, connection_id, departure) && is_ended {
+            if let Err(error) = self.broker.end_session(&client_id) {
+                tracing::error!(%error, "could not delete the ended session");
+            }
+        }
+        if let Some(will) = will {
+            self.publish_will(&client_id, will);
+        }
+    }
+
+    fn publish_will(&self, client_id: &protocol::ClientId, will: Arc<crate::storage::Message>) {
+        if let Err(error) = self.broker.publish(client_id, will) {
+            tracing::error!(%error, "could not store the will message");
+        }
+    }
+
+    /// Writes everything the outbox holds. Cancel-safe only between calls: it is
+    /// never used inside `select!`.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let buffer = self.out.buffer();
+        self.stream.write_all(buffer).await?;
+        buffer.clear();
+        self.stream.flush().await
+    }
+}
+
+fn session_version(session: &Session) -> ProtocolVersion {
+    session.version()
+}

@@ -1,0 +1,209 @@
+//! `Session`: the MQTT rules of one client, as a synchronous state machine.
+//!
+//! It is fed packets from the client ([`Session::on_packet`]), deliveries from its
+//! mailbox ([`Session::on_delivery`]) and the time ([`Session::on_tick`]), and it
+//! answers by encoding packets into an [`Outbox`]. It never awaits, never touches a
+//! socket and never reads the clock: `now` is an argument, as in quinn-proto, so
+//! every QoS, keep-alive and expiry rule is testable with a plain `#[test]`.
+
+pub mod connect;
+mod deliver;
+pub mod inflight;
+pub mod outbox;
+mod publish;
+mod subscribe;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::broker::registry::{ClientSlot, Departure, PendingWill};
+use crate::broker::Broker;
+use crate::protocol::{self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName};
+use crate::storage::{self, Message};
+pub use connect::{Negotiated, SessionExpiry, WillMessage};
+use inflight::Outbound;
+pub use outbox::Outbox;
+
+/// Why a session stops processing a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The client broke the protocol; the reason code goes into a v5 DISCONNECT.
+    #[error(transparent)]
+    Protocol(#[from] protocol::Error),
+    /// Storage failed; the broker cannot keep its promises for this client.
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+}
+
+impl Error {
+    /// The v5 DISCONNECT reason code for this error.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            Error::Protocol(error) => error.reason_code(),
+            Error::Storage(_) => ReasonCode::UNSPECIFIED_ERROR,
+        }
+    }
+}
+
+/// What the connection should do after a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// The client sent DISCONNECT: close; publish the will only if asked to (v5 0x04).
+    Disconnect {
+        /// Whether the will is published.
+        publish_will: bool,
+    },
+}
+
+/// The state of one client's session while a connection holds it.
+#[derive(Debug)]
+pub struct Session {
+    client_id: ClientId,
+    version: ProtocolVersion,
+    slot: Arc<ClientSlot>,
+    session_expiry: SessionExpiry,
+    keep_alive: Option<Duration>,
+    last_packet_at: Instant,
+    will: Option<WillMessage>,
+    /// Inbound topic aliases; index = alias - 1.
+    topic_aliases: Vec<Option<TopicName>>,
+    /// Inbound QoS 2 packet ids whose PUBREL has not arrived ([MQTT-4.3.3-9]).
+    incoming: HashSet<PacketId>,
+    outbound: Outbound,
+    /// Stored deliveries replayed at resume; a mailbox copy of one of these is a duplicate.
+    replayed_seqs: HashSet<u64>,
+}
+
+impl Session {
+    /// A session for an accepted CONNECT. `slot` is the registry entry the
+    /// connection attached to.
+    pub fn new(negotiated: &Negotiated, slot: Arc<ClientSlot>, broker: &Broker, now: Instant) -> Session {
+        Session {
+            client_id: negotiated.client_id.clone(),
+            version: negotiated.version,
+            slot,
+            session_expiry: negotiated.session_expiry,
+            keep_alive: negotiated.keep_alive,
+            last_packet_at: now,
+            will: negotiated.will.clone(),
+            topic_aliases: vec![None; usize::from(broker.limits().topic_alias_maximum)],
+            incoming: HashSet::new(),
+            outbound: Outbound::new(negotiated.client_receive_maximum),
+            replayed_seqs: HashSet::new(),
+        }
+    }
+
+    /// The session's client id.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// Whether the session outlives the connection; its queue and in-flight state
+    /// are then mirrored to storage.
+    pub fn is_persistent(&self) -> bool {
+        self.session_expiry.is_persistent()
+    }
+
+    /// Handles one packet from the client.
+    pub fn on_packet(&mut self, packet: Packet, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<Flow, Error> {
+        self.last_packet_at = now;
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish, broker, now, out)?,
+            Packet::PubAck(ack) => self.on_puback(ack, broker, now, out)?,
+            Packet::PubRec(ack) => self.on_pubrec(ack, broker, now, out)?,
+            Packet::PubRel(ack) => self.on_pubrel(ack, broker, out)?,
+            Packet::PubComp(ack) => self.on_pubcomp(ack, broker, now, out)?,
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, broker, now, out)?,
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe, broker, out)?,
+            Packet::PingReq => {
+                out.send(&Packet::PingResp);
+            }
+            Packet::Disconnect(disconnect) => return self.on_disconnect(&disconnect),
+            // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+            Packet::Connect(_) => return Err(protocol::Error::Protocol("second CONNECT").into()),
+            // No authentication method was accepted, so AUTH may not be sent ([MQTT-4.12.0-1]).
+            Packet::Auth(_) => return Err(protocol::Error::Protocol("AUTH without an authentication method").into()),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(protocol::Error::Protocol("server-to-client packet sent by a client").into())
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_disconnect(&mut self, disconnect: &Disconnect) -> Result<Flow, Error> {
+        if let Some(seconds) = disconnect.properties.session_expiry_interval {
+            // [MQTT-3.14.2-2] a session that ended with the connection cannot be made persistent.
+            if self.session_expiry == SessionExpiry::WithConnection && seconds != 0 {
+                return Err(protocol::Error::Protocol("session expiry set on DISCONNECT after 0 on CONNECT").into());
+            }
+            self.session_expiry = SessionExpiry::from_interval(seconds, None);
+        }
+        // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; v5 0x04 asks for it.
+        Ok(Flow::Disconnect {
+            publish_will: disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    /// Closes the connection when keep-alive × 1.5 passes without a packet ([MQTT-3.1.2-24]).
+    pub fn on_tick(&mut self, now: Instant) -> Result<(), Error> {
+        if now >= self.next_deadline(now) {
+            return Err(protocol::Error::KeepAliveTimeout.into());
+        }
+        Ok(())
+    }
+
+    /// When [`Session::on_tick`] should run next.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
+        match self.keep_alive {
+            Some(keep_alive) => self.last_packet_at + keep_alive + keep_alive / 2,
+            None => now + Duration::from_secs(3600),
+        }
+    }
+
+    /// The DISCONNECT a v5 client gets before the server closes the connection
+    /// (takeover, shutdown, a protocol error); nothing for 3.x.
+    pub fn send_disconnect(&self, reason: ReasonCode, out: &mut Outbox) {
+        if self.version.is_v5() {
+            out.send(&Packet::Disconnect(Disconnect {
+                reason,
+                ..Disconnect::default()
+            }));
+        }
+    }
+
+    /// The connection is gone: decides what remains of the session and which will
+    /// to publish now. `publish_will` is false after a normal DISCONNECT, a
+    /// shutdown, or a takeover that continues the session with a delayed will.
+    pub fn depart(&mut self, publish_will: bool, now: Instant) -> (Departure, Option<Arc<Message>>) {
+        let will = self.will.take().filter(|_| publish_will);
+        if !self.is_persistent() {
+            return (Departure::End, will.map(|will| Arc::new(will.to_message(now))));
+        }
+        let expires_at = self.session_expiry.deadline(now);
+        match will {
+            Some(will) if !will.delay.is_zero() => {
+                let publish_at = now + will.delay;
+                let pending = PendingWill {
+                    publish_at,
+                    message: Arc::new(will.to_message(publish_at)),
+                };
+                (Departure::Offline { expires_at, will: Some(pending) }, None)
+            }
+            will => (
+                Departure::Offline { expires_at, will: None },
+                will.map(|will| Arc::new(will.to_message(now))),
+            ),
+        }
+    }
+
+    /// The will's delay, if it has one (a takeover that continues the session keeps such a will back).
+    pub fn will_delay(&self) -> Option<Duration> {
+        self.will.as_ref().map(|will| will.delay)
+    }
+}
+
+#[cfg(test)]
+mod tests;

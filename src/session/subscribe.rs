@@ -1,0 +1,90 @@
+//! SUBSCRIBE and UNSUBSCRIBE: validate each filter, update the router, answer with
+//! one reason code per filter, then send the retained messages the subscription
+//! asked for.
+
+use std::time::Instant;
+
+use super::{Error, Outbox, Session};
+use crate::broker::router::{Filter, Subscription};
+use crate::broker::Broker;
+use crate::protocol::{self, Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::storage::Delivery;
+
+impl Session {
+    pub(super) fn on_subscribe(&mut self, subscribe: Subscribe, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+        // [MQTT-3.8.2-?] at most one subscription identifier, and it applies to every filter.
+        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (text, options) in &subscribe.filters {
+            let filter = match Filter::parse(text) {
+                Ok(filter) => filter,
+                Err(error) => {
+                    tracing::debug!(client_id = %self.client_id, filter = %text, %error, "subscription refused");
+                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            let is_shared = matches!(filter, Filter::Shared(_));
+            // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+            if is_shared && options.no_local {
+                return Err(protocol::Error::Protocol("no local on a shared subscription").into());
+            }
+            let subscription = Subscription {
+                options: *options,
+                identifier,
+            };
+            let existed = broker.subscribe(&self.client_id, &filter, subscription);
+            // [MQTT-3.8.4-3] retained messages on subscribe, per retain handling;
+            // never for shared subscriptions (MQTT 5.0 §4.8.2).
+            let wants_retained = match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+            if wants_retained && !is_shared {
+                for message in broker.retained_matching(filter.topic_filter(), now) {
+                    retained.push(Delivery {
+                        qos: message.qos.min(options.qos),
+                        // [MQTT-3.3.1-8] retained messages sent on subscribe keep the flag.
+                        retain: true,
+                        subscription_ids: identifier.into_iter().collect(),
+                        seq: None,
+                        message,
+                    });
+                }
+            }
+            // [MQTT-3.8.4-6] we grant the QoS asked for: all three are supported.
+            reasons.push(ReasonCode(options.qos as u8));
+        }
+        out.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reasons,
+            properties: Properties::default(),
+        }));
+        for delivery in retained {
+            self.slot.reserve();
+            self.on_delivery(delivery, broker, now, out)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, broker: &Broker, out: &mut Outbox) -> Result<(), Error> {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|text| match Filter::parse(text) {
+                Ok(filter) if broker.unsubscribe(&self.client_id, &filter) => ReasonCode::SUCCESS,
+                Ok(_) => ReasonCode::NO_SUBSCRIPTION_EXISTED,
+                Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
+            })
+            .collect();
+        // [MQTT-3.10.4-4] UNSUBACK even if nothing was removed; 3.x has no reason codes.
+        out.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reasons: if self.version.is_v5() { reasons } else { Vec::new() },
+            properties: Properties::default(),
+        }));
+        Ok(())
+    }
+}
