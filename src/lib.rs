@@ -3,4 +3,5 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 #![warn(clippy::expect_used, missing_docs)]
 
+pub mod auth;
 pub mod protocol;
