@@ -1,7 +1,44 @@
 //! Rookery: an MQTT 3.1, 3.1.1 and 5.0 broker.
+//!
+//! ```text
+//! listener (tcp)                          accept, connection limit
+//!   └─ connection task (1 per client)     bytes ⇄ Packet, select! loop, keep-alive, shutdown
+//!        └─ Session (sync state machine)  MQTT rules: CONNECT, SUBSCRIBE, PUBLISH, QoS 1/2, will
+//!             └─ Broker (Arc, shared)     router (trie + $share) · retained · registry (who is where)
+//!                  ├─ fan-out ──────────→ other clients' mailboxes
+//!                  └─ Storage             queues · in-flight state of persistent sessions
+//! ```
+//!
+//! A connection task owns its socket, its [`session::Session`] and its mailbox.
+//! Publishing runs inline in the publisher's task: match in the trie, store the
+//! deliveries of persistent sessions in one batch, hand each delivery to its
+//! subscriber's mailbox, and only then acknowledge the publisher. "Acknowledged"
+//! therefore means "stored", and each publisher's order is kept for free.
+//!
+//! Start a broker on an already-bound listener (as tests and embedders do):
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = rookery::Server::start(rookery::Config::default(), vec![listener])?;
+//! println!("listening on {:?}", server.local_addrs());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 #![warn(clippy::expect_used, missing_docs)]
 
+pub mod auth;
 pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod listener;
+pub mod metrics;
 pub mod protocol;
+pub mod session;
+pub mod storage;
+
+pub use broker::Broker;
+pub use config::Config;
+pub use listener::Server;
