@@ -95,7 +95,9 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
-        StorageConfig { dir: PathBuf::from("data") }
+        StorageConfig {
+            dir: PathBuf::from("data"),
+        }
     }
 }
 
@@ -172,12 +174,18 @@ impl Config {
     /// An override names a key path with `__` between levels:
     /// `ROOKERY_LIMITS__MAX_INFLIGHT=50`, `ROOKERY_STORAGE__DIR=/var/lib/rookery`.
     /// The value is read as a TOML value, or as a string if it is not one.
-    pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
         let mut document: toml::Table = toml::from_str(text)?;
         for (name, value) in env {
-            let Some(path) = name.strip_prefix("ROOKERY_") else { continue };
+            let Some(path) = name.strip_prefix("ROOKERY_") else {
+                continue;
+            };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut document, &keys, parse_value(&value)).map_err(|()| Error::Env(name.clone()))?;
+            set_path(&mut document, &keys, parse_value(&value))
+                .map_err(|()| Error::Env(name.clone()))?;
         }
         let config: Config = document.try_into()?;
         config.validate()?;
@@ -185,7 +193,10 @@ impl Config {
     }
 
     /// Reads and parses a file (see [`Config::parse`]).
-    pub fn load(path: &std::path::Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+    pub fn load(
+        path: &std::path::Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
@@ -199,13 +210,19 @@ impl Config {
             return Err(Error::Invalid("at least one listener is needed".into()));
         }
         if self.limits.max_packet_size < 128 {
-            return Err(Error::Invalid("limits.max_packet_size must be at least 128 bytes".into()));
+            return Err(Error::Invalid(
+                "limits.max_packet_size must be at least 128 bytes".into(),
+            ));
         }
         if self.limits.max_packet_size > 268_435_455 {
-            return Err(Error::Invalid("limits.max_packet_size is at most 268435455 bytes".into()));
+            return Err(Error::Invalid(
+                "limits.max_packet_size is at most 268435455 bytes".into(),
+            ));
         }
         if self.limits.max_inflight == 0 || self.limits.receive_maximum == 0 {
-            return Err(Error::Invalid("limits.max_inflight and limits.receive_maximum must be at least 1".into()));
+            return Err(Error::Invalid(
+                "limits.max_inflight and limits.receive_maximum must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -250,7 +267,10 @@ mod tests {
     fn file_values_and_env_overrides() {
         let text = "[[listeners]]\nbind = \"0.0.0.0:1884\"\n[limits]\nmax_inflight = 7\nconnect_timeout = \"3s\"\n";
         let env = [
-            ("ROOKERY_LIMITS__MAX_QUEUED_MESSAGES".to_string(), "5".to_string()),
+            (
+                "ROOKERY_LIMITS__MAX_QUEUED_MESSAGES".to_string(),
+                "5".to_string(),
+            ),
             ("ROOKERY_STORAGE__DIR".to_string(), "/tmp/x".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
         ];

@@ -48,8 +48,14 @@ pub async fn run<S>(stream: S, broker: Arc<Broker>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    broker.metrics().connections_current.fetch_add(1, Ordering::Relaxed);
-    broker.metrics().connections_total.fetch_add(1, Ordering::Relaxed);
+    broker
+        .metrics()
+        .connections_current
+        .fetch_add(1, Ordering::Relaxed);
+    broker
+        .metrics()
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
     let mut connection = Connection {
         stream,
         read_buf: BytesMut::new(),
@@ -58,7 +64,10 @@ where
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
-    broker.metrics().connections_current.fetch_sub(1, Ordering::Relaxed);
+    broker
+        .metrics()
+        .connections_current
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 struct Connection<S> {
@@ -78,7 +87,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 debug!(%error, "refused before CONNECT");
                 // [MQTT-3.1.4-?] an unsupported version gets CONNACK 0x01 / 0x84, then close.
                 if error == protocol::Error::UnsupportedProtocolVersion {
-                    self.refuse(ProtocolVersion::V3_1_1, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION).await;
+                    self.refuse(
+                        ProtocolVersion::V3_1_1,
+                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    )
+                    .await;
                 }
                 return;
             }
@@ -88,7 +101,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         };
         self.out.set_version(connect.version);
-        let negotiated = match connect::negotiate(&connect, self.broker.limits(), self.broker.session_config()) {
+        let negotiated = match connect::negotiate(
+            &connect,
+            self.broker.limits(),
+            self.broker.session_config(),
+        ) {
             Ok(negotiated) => negotiated,
             Err(reason) => {
                 debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
@@ -98,7 +115,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());
         if let Some(max) = negotiated.client_max_packet_size {
-            self.out.set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
+            self.out
+                .set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
         }
         let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
@@ -112,10 +130,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let (slot, session_present) = self.attach(&negotiated, link).await;
         let now = Instant::now();
         let mut session = Session::new(&negotiated, slot, &self.broker, now);
-        self.out.send(&Packet::ConnAck(connect::connack(&negotiated, session_present, self.broker.limits())));
-        let resumed = if session_present { session.resume(&self.broker, now, &mut self.out) } else { Ok(()) };
+        self.out.send(&Packet::ConnAck(connect::connack(
+            &negotiated,
+            session_present,
+            self.broker.limits(),
+        )));
+        let resumed = if session_present {
+            session.resume(&self.broker, now, &mut self.out)
+        } else {
+            Ok(())
+        };
         let ending = match resumed {
-            Ok(()) => self.run_session(&mut session, mailbox, control, shutdown).await,
+            Ok(()) => {
+                self.run_session(&mut session, mailbox, control, shutdown)
+                    .await
+            }
             Err(error) => Ending::Violation(error),
         };
         self.finish(session, connection_id, ending).await;
@@ -171,7 +200,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     is_session_continued: !negotiated.clean_start,
                     done,
                 };
-                if old.control.send(request).is_ok() && timeout(TAKEOVER_TIMEOUT, finished).await.is_err() {
+                if old.control.send(request).is_ok()
+                    && timeout(TAKEOVER_TIMEOUT, finished).await.is_err()
+                {
                     tracing::warn!("the previous connection did not let go of the session in time");
                 }
                 old.is_persistent
@@ -290,7 +321,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let client_id = session.client_id().clone();
         let (departure, will) = session.depart(publish_will, Instant::now());
         let is_ended = matches!(departure, Departure::End);
-        if self.broker.registry().detach(&client_id, connection_id, departure) && is_ended {
+        if self
+            .broker
+            .registry()
+            .detach(&client_id, connection_id, departure)
+            && is_ended
+        {
             if let Err(error) = self.broker.end_session(&client_id) {
                 tracing::error!(%error, "could not delete the ended session");
             }

@@ -96,13 +96,21 @@ impl Broker {
     /// Routes a message to every matching subscription: stores the deliveries for
     /// persistent sessions in one batch, then hands every delivery to its mailbox.
     /// When this returns `Ok`, the message may be acknowledged to its publisher.
-    pub fn publish(&self, publisher: &ClientId, message: Arc<Message>) -> Result<Routed, storage::Error> {
-        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+    pub fn publish(
+        &self,
+        publisher: &ClientId,
+        message: Arc<Message>,
+    ) -> Result<Routed, storage::Error> {
+        self.metrics
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
         if message.retain {
             self.retained.write().set(message.clone());
         }
         let mut targets = Vec::new();
-        self.router.read().route(&message.topic, publisher, &mut targets);
+        self.router
+            .read()
+            .route(&message.topic, publisher, &mut targets);
         let mut routed = Routed {
             matched: targets.len(),
             dropped: 0,
@@ -114,12 +122,19 @@ impl Broker {
                 continue;
             };
             let delivery = routed_delivery(&message, target);
-            let admission = slot.admit(delivery.qos, self.limits.max_queued_messages, self.session_config.queue_qos0_messages);
+            let admission = slot.admit(
+                delivery.qos,
+                self.limits.max_queued_messages,
+                self.session_config.queue_qos0_messages,
+            );
             match admission {
                 Admission::Drop => routed.dropped += 1,
                 Admission::Send => sends.push((slot, delivery)),
                 Admission::Store(seq) => {
-                    let delivery = Delivery { seq: Some(seq), ..delivery };
+                    let delivery = Delivery {
+                        seq: Some(seq),
+                        ..delivery
+                    };
                     let entry = QueuedDelivery {
                         seq,
                         delivery: delivery.clone(),
@@ -130,7 +145,9 @@ impl Broker {
                 }
             }
         }
-        self.metrics.messages_dropped.fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        self.metrics
+            .messages_dropped
+            .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         if !stored.is_empty() {
             if let Err(error) = self.storage.enqueue(&stored) {
                 for (slot, _) in &sends {
@@ -146,8 +163,15 @@ impl Broker {
     }
 
     /// Adds a subscription; returns whether it already existed.
-    pub fn subscribe(&self, client_id: &ClientId, filter: &Filter, subscription: Subscription) -> bool {
-        self.router.write().subscribe(client_id, filter, subscription)
+    pub fn subscribe(
+        &self,
+        client_id: &ClientId,
+        filter: &Filter,
+        subscription: Subscription,
+    ) -> bool {
+        self.router
+            .write()
+            .subscribe(client_id, filter, subscription)
     }
 
     /// Removes a subscription; returns whether it existed.

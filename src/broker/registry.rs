@@ -129,7 +129,9 @@ impl ClientSlot {
     pub fn release(&self) {
         let _ = self
             .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     /// Resets the queue count to what a resumed session actually holds.
@@ -139,7 +141,8 @@ impl ClientSlot {
 
     /// Makes sure future sequence numbers are above `seq` (after loading stored entries).
     pub fn advance_seq_past(&self, seq: u64) {
-        self.next_seq.fetch_max(seq.saturating_add(1), Ordering::Relaxed);
+        self.next_seq
+            .fetch_max(seq.saturating_add(1), Ordering::Relaxed);
     }
 }
 
@@ -239,7 +242,9 @@ impl Registry {
                 drop(presence);
                 clients.remove(client_id);
             }
-            Departure::Offline { expires_at, will } => *presence = Presence::Offline { expires_at, will },
+            Departure::Offline { expires_at, will } => {
+                *presence = Presence::Offline { expires_at, will };
+            }
         }
         true
     }

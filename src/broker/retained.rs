@@ -82,7 +82,13 @@ fn remove<'a>(node: &mut Node, levels: &mut impl Iterator<Item = &'a str>) -> bo
     removed
 }
 
-fn collect(node: &Node, levels: &[&str], is_root: bool, now: Instant, found: &mut Vec<Arc<Message>>) {
+fn collect(
+    node: &Node,
+    levels: &[&str],
+    is_root: bool,
+    now: Instant,
+    found: &mut Vec<Arc<Message>>,
+) {
     let Some((level, rest)) = levels.split_first() else {
         if let Some(message) = &node.message {
             if !message.is_expired(now) {
@@ -190,7 +196,10 @@ mod tests {
         retained.set(message("a/b", ""));
         assert!(topics(&retained, "#").is_empty());
         assert!(retained.is_empty());
-        assert!(retained.root.children.is_empty(), "empty branches are pruned");
+        assert!(
+            retained.root.children.is_empty(),
+            "empty branches are pruned"
+        );
     }
 
     #[test]

@@ -86,9 +86,17 @@ pub struct Router {
 impl Router {
     /// Adds or replaces a subscription. Returns whether it existed before
     /// (v5 retain handling 1 depends on it, [MQTT-3.8.4-3]).
-    pub fn subscribe(&mut self, client_id: &ClientId, filter: &Filter, subscription: Subscription) -> bool {
+    pub fn subscribe(
+        &mut self,
+        client_id: &ClientId,
+        filter: &Filter,
+        subscription: Subscription,
+    ) -> bool {
         let existed = match filter {
-            Filter::Plain(topic_filter) => self.plain.insert(topic_filter, client_id.clone(), subscription).is_some(),
+            Filter::Plain(topic_filter) => self
+                .plain
+                .insert(topic_filter, client_id.clone(), subscription)
+                .is_some(),
             Filter::Shared(shared) => {
                 let key = SharedKey {
                     group: shared.group.clone(),
@@ -102,7 +110,10 @@ impl Router {
             }
         };
         if !existed {
-            self.by_client.entry(client_id.clone()).or_default().push(filter.clone());
+            self.by_client
+                .entry(client_id.clone())
+                .or_default()
+                .push(filter.clone());
         }
         existed
     }
@@ -150,27 +161,37 @@ impl Router {
 
     /// The subscriptions of one client, for session resumption and tests.
     pub fn subscriptions_of(&self, client_id: &ClientId) -> &[Filter] {
-        self.by_client.get(client_id).map(Vec::as_slice).unwrap_or_default()
+        self.by_client
+            .get(client_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Every client that should receive a message published on `topic` by
     /// `publisher`, one [`Target`] per client.
     pub fn route(&self, topic: &TopicName, publisher: &ClientId, targets: &mut Vec<Target>) {
         let mut index: HashMap<ClientId, usize> = HashMap::new();
-        self.plain.for_each_match(topic.as_str(), |client_id, subscription| {
-            // [MQTT-3.8.3-3] No Local: never back to the publisher on this subscription.
-            if subscription.options.no_local && client_id == publisher {
-                return;
-            }
-            merge(targets, &mut index, client_id, subscription);
-        });
+        self.plain
+            .for_each_match(topic.as_str(), |client_id, subscription| {
+                // [MQTT-3.8.3-3] No Local: never back to the publisher on this subscription.
+                if subscription.options.no_local && client_id == publisher {
+                    return;
+                }
+                merge(targets, &mut index, client_id, subscription);
+            });
         if !self.shared.is_empty() {
             self.route_shared(topic, targets, &mut index);
         }
     }
 
-    fn route_shared(&self, topic: &TopicName, targets: &mut Vec<Target>, index: &mut HashMap<ClientId, usize>) {
-        let mut groups: HashMap<(&ByteString, &TopicFilter), Vec<(&ClientId, &Subscription)>> = HashMap::new();
+    fn route_shared(
+        &self,
+        topic: &TopicName,
+        targets: &mut Vec<Target>,
+        index: &mut HashMap<ClientId, usize>,
+    ) {
+        let mut groups: HashMap<(&ByteString, &TopicFilter), Vec<(&ClientId, &Subscription)>> =
+            HashMap::new();
         self.shared.for_each_match(topic.as_str(), |key, entry| {
             groups
                 .entry((&key.group, &entry.filter))
@@ -188,7 +209,12 @@ impl Router {
     }
 }
 
-fn merge(targets: &mut Vec<Target>, index: &mut HashMap<ClientId, usize>, client_id: &ClientId, subscription: &Subscription) {
+fn merge(
+    targets: &mut Vec<Target>,
+    index: &mut HashMap<ClientId, usize>,
+    client_id: &ClientId,
+    subscription: &Subscription,
+) {
     let options = &subscription.options;
     if let Some(target) = index.get(client_id).and_then(|&i| targets.get_mut(i)) {
         target.qos = target.qos.max(options.qos);
@@ -221,7 +247,11 @@ mod tests {
 
     fn route(router: &Router, topic: &str, publisher: &str) -> Vec<Target> {
         let mut targets = Vec::new();
-        router.route(&TopicName::new(topic).unwrap(), &ClientId::new(publisher), &mut targets);
+        router.route(
+            &TopicName::new(topic).unwrap(),
+            &ClientId::new(publisher),
+            &mut targets,
+        );
         targets.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         targets
     }
@@ -230,8 +260,16 @@ mod tests {
     fn overlapping_subscriptions_deliver_once_with_highest_qos_and_all_ids() {
         let mut router = Router::default();
         let a = ClientId::new("a");
-        router.subscribe(&a, &Filter::parse("x/#").unwrap(), sub(QoS::AtMostOnce, Some(1)));
-        router.subscribe(&a, &Filter::parse("x/+").unwrap(), sub(QoS::ExactlyOnce, Some(2)));
+        router.subscribe(
+            &a,
+            &Filter::parse("x/#").unwrap(),
+            sub(QoS::AtMostOnce, Some(1)),
+        );
+        router.subscribe(
+            &a,
+            &Filter::parse("x/+").unwrap(),
+            sub(QoS::ExactlyOnce, Some(2)),
+        );
         let targets = route(&router, "x/y", "p");
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].qos, QoS::ExactlyOnce);
@@ -245,7 +283,11 @@ mod tests {
         let mut router = Router::default();
         let mut options = sub(QoS::AtLeastOnce, None);
         options.options.no_local = true;
-        router.subscribe(&ClientId::new("a"), &Filter::parse("t").unwrap(), options.clone());
+        router.subscribe(
+            &ClientId::new("a"),
+            &Filter::parse("t").unwrap(),
+            options.clone(),
+        );
         router.subscribe(&ClientId::new("b"), &Filter::parse("t").unwrap(), options);
         let targets = route(&router, "t", "a");
         assert_eq!(targets.len(), 1);
@@ -256,7 +298,11 @@ mod tests {
     fn shared_group_delivers_to_one_member_round_robin() {
         let mut router = Router::default();
         for name in ["a", "b"] {
-            router.subscribe(&ClientId::new(name), &Filter::parse("$share/g/t/#").unwrap(), sub(QoS::AtLeastOnce, None));
+            router.subscribe(
+                &ClientId::new(name),
+                &Filter::parse("$share/g/t/#").unwrap(),
+                sub(QoS::AtLeastOnce, None),
+            );
         }
         let first = route(&router, "t/1", "p");
         let second = route(&router, "t/1", "p");
@@ -269,8 +315,16 @@ mod tests {
     fn remove_client_drops_every_subscription() {
         let mut router = Router::default();
         let a = ClientId::new("a");
-        router.subscribe(&a, &Filter::parse("t/#").unwrap(), sub(QoS::AtMostOnce, None));
-        router.subscribe(&a, &Filter::parse("$share/g/t").unwrap(), sub(QoS::AtMostOnce, None));
+        router.subscribe(
+            &a,
+            &Filter::parse("t/#").unwrap(),
+            sub(QoS::AtMostOnce, None),
+        );
+        router.subscribe(
+            &a,
+            &Filter::parse("$share/g/t").unwrap(),
+            sub(QoS::AtMostOnce, None),
+        );
         router.remove_client(&a);
         assert!(route(&router, "t", "p").is_empty());
         assert!(router.subscriptions_of(&a).is_empty());

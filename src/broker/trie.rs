@@ -131,7 +131,7 @@ impl<K: Eq + Hash, V> TopicTrie<K, V> {
     /// Calls `f` once for every (filter, key) entry whose filter matches `topic`.
     ///
     /// Does not allocate: levels are split off `topic` as the walk goes down.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
+    pub fn for_each_match<'t>(&'t self, topic: &str, mut f: impl FnMut(&'t K, &'t V)) {
         let mut levels = topic.split('/');
         let Some(first) = levels.next() else { return };
         let root = &self.root;
@@ -153,7 +153,7 @@ impl<K: Eq + Hash, V> Node<K, V> {
     ///
     /// Each node is reached through one sequence of levels, so each entry is
     /// reported at most once.
-    fn visit(&self, mut rest: Split<'_, char>, f: &mut impl FnMut(&K, &V)) {
+    fn visit<'t>(&'t self, mut rest: Split<'_, char>, f: &mut impl FnMut(&'t K, &'t V)) {
         // `a/#` matches `a` as well as everything below it.
         self.hash.iter().for_each(|(k, v)| f(k, v));
         let Some(level) = rest.next() else {

@@ -15,7 +15,11 @@ use super::{Error, Packet, ProtocolVersion};
 /// `version` is the version negotiated by CONNECT (use `V3_1_1` before CONNECT: the
 /// CONNECT body carries its own version). `max_size` bounds the whole packet,
 /// fixed header included ([MQTT-3.1.2-24] in v5 terms).
-pub fn decode(buf: &mut BytesMut, version: ProtocolVersion, max_size: usize) -> Result<Option<Packet>, Error> {
+pub fn decode(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_size: usize,
+) -> Result<Option<Packet>, Error> {
     let _ = (buf, version, max_size);
     unimplemented!("codec: being written")
 }

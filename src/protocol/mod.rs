@@ -11,6 +11,7 @@
 
 mod ack;
 mod auth;
+mod client_id;
 pub mod codec;
 mod connect;
 mod disconnect;
@@ -25,6 +26,7 @@ use std::num::NonZeroU16;
 
 pub use ack::Ack;
 pub use auth::Auth;
+pub use client_id::ClientId;
 pub use codec::{decode, encode};
 pub use connect::{ConnAck, Connect, Will};
 pub use disconnect::Disconnect;
@@ -32,7 +34,9 @@ pub use error::Error;
 pub use properties::Properties;
 pub use publish::Publish;
 pub use reason::ReasonCode;
-pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe};
+pub use subscribe::{
+    RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+};
 pub use topic::{SharedFilter, TopicFilter, TopicName};
 
 /// The protocol level a client announced in its CONNECT packet.

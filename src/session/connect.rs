@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use super::publish::forwarded_properties;
 use crate::config::{Limits, SessionConfig};
-use crate::protocol::{ClientId, ConnAck, Connect, Properties, ProtocolVersion, QoS, ReasonCode, TopicName};
+use crate::protocol::{
+    ClientId, ConnAck, Connect, Properties, ProtocolVersion, QoS, ReasonCode, TopicName,
+};
 use crate::storage::Message;
 
 /// How long a session outlives its connection.
@@ -54,7 +56,9 @@ impl SessionExpiry {
     fn as_interval(self) -> u32 {
         match self {
             SessionExpiry::WithConnection => 0,
-            SessionExpiry::After(duration) => u32::try_from(duration.as_secs()).unwrap_or(u32::MAX - 1),
+            SessionExpiry::After(duration) => {
+                u32::try_from(duration.as_secs()).unwrap_or(u32::MAX - 1)
+            }
             SessionExpiry::Never => u32::MAX,
         }
     }
@@ -126,7 +130,11 @@ pub struct Negotiated {
 }
 
 /// Checks a CONNECT. `Err` carries the CONNACK reason code that refuses it.
-pub fn negotiate(connect: &Connect, limits: &Limits, sessions: &SessionConfig) -> Result<Negotiated, ReasonCode> {
+pub fn negotiate(
+    connect: &Connect,
+    limits: &Limits,
+    sessions: &SessionConfig,
+) -> Result<Negotiated, ReasonCode> {
     let version = connect.version;
     let properties = &connect.properties;
     let (client_id, is_assigned_id) = client_id(connect)?;
@@ -151,13 +159,17 @@ pub fn negotiate(connect: &Connect, limits: &Limits, sessions: &SessionConfig) -
     };
     let session_expiry = match (asked_expiry, version.is_v5()) {
         (SessionExpiry::WithConnection, _) | (_, false) => asked_expiry,
-        (_, true) => SessionExpiry::from_interval(asked_expiry.as_interval(), sessions.max_session_expiry),
+        (_, true) => {
+            SessionExpiry::from_interval(asked_expiry.as_interval(), sessions.max_session_expiry)
+        }
     };
-    let (keep_alive, is_keep_alive_overridden) = keep_alive(connect.keep_alive, limits.max_keep_alive);
+    let (keep_alive, is_keep_alive_overridden) =
+        keep_alive(connect.keep_alive, limits.max_keep_alive);
     let will = match &connect.will {
         None => None,
         Some(will) => Some(WillMessage {
-            topic: TopicName::new(will.topic.clone()).map_err(|_| ReasonCode::TOPIC_NAME_INVALID)?,
+            topic: TopicName::new(will.topic.clone())
+                .map_err(|_| ReasonCode::TOPIC_NAME_INVALID)?,
             payload: will.payload.clone(),
             qos: will.qos,
             retain: will.retain,
@@ -194,9 +206,14 @@ fn client_id(connect: &Connect) -> Result<(ClientId, bool), ReasonCode> {
         // 3.1 requires 1 to 23 characters.
         ProtocolVersion::V3_1 => Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
         // [MQTT-3.1.3-8] an empty id with clean session 0 is refused with 0x02.
-        ProtocolVersion::V3_1_1 if !connect.clean_start => Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+        ProtocolVersion::V3_1_1 if !connect.clean_start => {
+            Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+        }
         // [MQTT-3.1.3-6], [MQTT-3.2.2-16]: assign one (and tell a v5 client).
-        _ => Ok((ClientId::new(format!("rookery-{:016x}", fastrand::u64(..))), true)),
+        _ => Ok((
+            ClientId::new(format!("rookery-{:016x}", fastrand::u64(..))),
+            true,
+        )),
     }
 }
 
@@ -257,29 +274,54 @@ mod tests {
     #[test]
     fn empty_client_id_with_persistent_session_is_rejected_v4() {
         // [MQTT-3.1.3-8]
-        let result = negotiate(&connect(ProtocolVersion::V3_1_1, "", false), &Limits::default(), &SessionConfig::default());
+        let result = negotiate(
+            &connect(ProtocolVersion::V3_1_1, "", false),
+            &Limits::default(),
+            &SessionConfig::default(),
+        );
         assert_eq!(result.unwrap_err(), ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
     }
 
     #[test]
     fn empty_client_id_is_assigned_v5() {
         // [MQTT-3.2.2-16]
-        let negotiated = negotiate(&connect(ProtocolVersion::V5, "", false), &Limits::default(), &SessionConfig::default()).unwrap();
+        let negotiated = negotiate(
+            &connect(ProtocolVersion::V5, "", false),
+            &Limits::default(),
+            &SessionConfig::default(),
+        )
+        .unwrap();
         assert!(negotiated.is_assigned_id);
         let connack = connack(&negotiated, false, &Limits::default());
-        assert_eq!(connack.properties.assigned_client_identifier.as_deref(), Some(negotiated.client_id.as_str()));
+        assert_eq!(
+            connack.properties.assigned_client_identifier.as_deref(),
+            Some(negotiated.client_id.as_str())
+        );
     }
 
     #[test]
     fn v3_persistent_session_never_expires_unless_configured() {
-        let negotiated = negotiate(&connect(ProtocolVersion::V3_1_1, "a", false), &Limits::default(), &SessionConfig::default()).unwrap();
+        let negotiated = negotiate(
+            &connect(ProtocolVersion::V3_1_1, "a", false),
+            &Limits::default(),
+            &SessionConfig::default(),
+        )
+        .unwrap();
         assert_eq!(negotiated.session_expiry, SessionExpiry::Never);
         let config = SessionConfig {
             persistent_client_expiration: Some(Duration::from_secs(60)),
             ..SessionConfig::default()
         };
-        let negotiated = negotiate(&connect(ProtocolVersion::V3_1_1, "a", false), &Limits::default(), &config).unwrap();
-        assert_eq!(negotiated.session_expiry, SessionExpiry::After(Duration::from_secs(60)));
+        let negotiated = negotiate(
+            &connect(ProtocolVersion::V3_1_1, "a", false),
+            &Limits::default(),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(
+            negotiated.session_expiry,
+            SessionExpiry::After(Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -291,7 +333,10 @@ mod tests {
             ..SessionConfig::default()
         };
         let negotiated = negotiate(&packet, &Limits::default(), &config).unwrap();
-        assert_eq!(negotiated.session_expiry, SessionExpiry::After(Duration::from_secs(100)));
+        assert_eq!(
+            negotiated.session_expiry,
+            SessionExpiry::After(Duration::from_secs(100))
+        );
         let connack = connack(&negotiated, false, &Limits::default());
         assert_eq!(connack.properties.session_expiry_interval, Some(100));
     }
@@ -302,21 +347,39 @@ mod tests {
             max_keep_alive: Some(Duration::from_secs(30)),
             ..Limits::default()
         };
-        let negotiated = negotiate(&connect(ProtocolVersion::V5, "a", true), &limits, &SessionConfig::default()).unwrap();
+        let negotiated = negotiate(
+            &connect(ProtocolVersion::V5, "a", true),
+            &limits,
+            &SessionConfig::default(),
+        )
+        .unwrap();
         assert_eq!(negotiated.keep_alive, Some(Duration::from_secs(30)));
-        assert_eq!(connack(&negotiated, false, &limits).properties.server_keep_alive, Some(30));
+        assert_eq!(
+            connack(&negotiated, false, &limits)
+                .properties
+                .server_keep_alive,
+            Some(30)
+        );
     }
 
     #[test]
     fn receive_maximum_zero_is_a_protocol_error() {
         let mut packet = connect(ProtocolVersion::V5, "a", true);
         packet.properties.receive_maximum = Some(0);
-        assert_eq!(negotiate(&packet, &Limits::default(), &SessionConfig::default()).unwrap_err(), ReasonCode::PROTOCOL_ERROR);
+        assert_eq!(
+            negotiate(&packet, &Limits::default(), &SessionConfig::default()).unwrap_err(),
+            ReasonCode::PROTOCOL_ERROR
+        );
     }
 
     #[test]
     fn clean_start_never_reports_session_present() {
-        let negotiated = negotiate(&connect(ProtocolVersion::V3_1_1, "a", true), &Limits::default(), &SessionConfig::default()).unwrap();
+        let negotiated = negotiate(
+            &connect(ProtocolVersion::V3_1_1, "a", true),
+            &Limits::default(),
+            &SessionConfig::default(),
+        )
+        .unwrap();
         assert!(!connack(&negotiated, true, &Limits::default()).session_present);
     }
 }

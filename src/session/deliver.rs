@@ -22,9 +22,18 @@ impl Session {
     /// queued messages, all in their original order.
     pub fn resume(&mut self, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
         let stored = broker.storage().queue(&self.client_id)?;
-        self.incoming = broker.storage().incoming(&self.client_id)?.into_iter().collect();
+        self.incoming = broker
+            .storage()
+            .incoming(&self.client_id)?
+            .into_iter()
+            .collect();
         self.slot.set_queued(stored.len());
-        for QueuedDelivery { seq, delivery, state } in stored {
+        for QueuedDelivery {
+            seq,
+            delivery,
+            state,
+        } in stored
+        {
             self.slot.advance_seq_past(seq);
             self.replayed_seqs.insert(seq);
             match state {
@@ -32,12 +41,14 @@ impl Session {
                 DeliveryState::Sent(packet_id) => {
                     let phase = Phase::Published;
                     self.send_publish(&delivery, packet_id, true, now, out);
-                    self.outbound.insert(packet_id, InFlight { delivery, phase });
+                    self.outbound
+                        .insert(packet_id, InFlight { delivery, phase });
                 }
                 DeliveryState::Released(packet_id) => {
                     out.send(&Packet::PubRel(Ack::new(packet_id)));
                     let phase = Phase::Released;
-                    self.outbound.insert(packet_id, InFlight { delivery, phase });
+                    self.outbound
+                        .insert(packet_id, InFlight { delivery, phase });
                 }
             }
         }
@@ -45,7 +56,13 @@ impl Session {
     }
 
     /// Sends one delivery from the mailbox, or parks it behind a full window.
-    pub fn on_delivery(&mut self, delivery: Delivery, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    pub fn on_delivery(
+        &mut self,
+        delivery: Delivery,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         if let Some(seq) = delivery.seq {
             // The same stored delivery was already replayed at resume.
             if self.replayed_seqs.remove(&seq) {
@@ -59,14 +76,25 @@ impl Session {
         self.send_delivery(delivery, broker, now, out)
     }
 
-    fn send_pending(&mut self, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    fn send_pending(
+        &mut self,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         while let Some(delivery) = self.outbound.pop_pending() {
             self.send_delivery(delivery, broker, now, out)?;
         }
         Ok(())
     }
 
-    fn send_delivery(&mut self, delivery: Delivery, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    fn send_delivery(
+        &mut self,
+        delivery: Delivery,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         // [MQTT-3.3.2-5] an expired message is not delivered.
         if delivery.message.is_expired(now) {
             return self.finish(&delivery, broker);
@@ -82,26 +110,41 @@ impl Session {
         };
         if !self.send_publish(&delivery, Some(packet_id), false, now, out) {
             // Too large for the client: [MQTT-3.1.2-25] drop it as if it were delivered.
-            broker.metrics().messages_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            broker
+                .metrics()
+                .messages_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return self.finish(&delivery, broker);
         }
         if let (Some(seq), true) = (delivery.seq, self.is_persistent()) {
-            broker.storage().set_state(&self.client_id, seq, DeliveryState::Sent(packet_id))?;
+            broker
+                .storage()
+                .set_state(&self.client_id, seq, DeliveryState::Sent(packet_id))?;
         }
         let phase = Phase::Published;
-        self.outbound.insert(packet_id, InFlight { delivery, phase });
+        self.outbound
+            .insert(packet_id, InFlight { delivery, phase });
         Ok(())
     }
 
     /// Encodes a PUBLISH for `delivery`; `false` if the client's maximum packet size forbids it.
-    fn send_publish(&self, delivery: &Delivery, packet_id: impl Into<Option<PacketId>>, dup: bool, now: Instant, out: &mut Outbox) -> bool {
+    fn send_publish(
+        &self,
+        delivery: &Delivery,
+        packet_id: impl Into<Option<PacketId>>,
+        dup: bool,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> bool {
         let message = &delivery.message;
         let mut properties = message.properties.clone();
         if self.version.is_v5() {
             // [MQTT-3.3.2-6] the forwarded expiry is what remains of it.
             properties.message_expiry_interval = message.expires_at.map(|at| {
                 let remaining = at.saturating_duration_since(now);
-                u32::try_from(remaining.as_secs()).unwrap_or(u32::MAX).max(1)
+                u32::try_from(remaining.as_secs())
+                    .unwrap_or(u32::MAX)
+                    .max(1)
             });
             properties.subscription_identifiers = delivery.subscription_ids.clone();
         }
@@ -126,14 +169,26 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn on_puback(&mut self, ack: Ack, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_puback(
+        &mut self,
+        ack: Ack,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         if let Some(done) = self.outbound.acknowledge(ack.packet_id) {
             self.finish(&done.delivery, broker)?;
         }
         self.send_pending(broker, now, out)
     }
 
-    pub(super) fn on_pubrec(&mut self, ack: Ack, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_pubrec(
+        &mut self,
+        ack: Ack,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         // [MQTT-4.3.3-?] a PUBREC with an error reason ends the flow without PUBREL.
         if ack.reason.is_error() {
             if let Some(done) = self.outbound.remove(ack.packet_id) {
@@ -141,7 +196,10 @@ impl Session {
             }
             return self.send_pending(broker, now, out);
         }
-        let seq = self.outbound.receive(ack.packet_id).map(|delivery| delivery.seq);
+        let seq = self
+            .outbound
+            .receive(ack.packet_id)
+            .map(|delivery| delivery.seq);
         let reason = match seq {
             None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
             Some(seq) => {
@@ -152,13 +210,26 @@ impl Session {
                 ReasonCode::SUCCESS
             }
         };
-        let reason = if self.version.is_v5() { reason } else { ReasonCode::SUCCESS };
+        let reason = if self.version.is_v5() {
+            reason
+        } else {
+            ReasonCode::SUCCESS
+        };
         // [MQTT-4.3.3-3] answer PUBREC with PUBREL.
-        out.send(&Packet::PubRel(Ack { reason, ..Ack::new(ack.packet_id) }));
+        out.send(&Packet::PubRel(Ack {
+            reason,
+            ..Ack::new(ack.packet_id)
+        }));
         Ok(())
     }
 
-    pub(super) fn on_pubcomp(&mut self, ack: Ack, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_pubcomp(
+        &mut self,
+        ack: Ack,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         if let Some(done) = self.outbound.complete(ack.packet_id) {
             self.finish(&done.delivery, broker)?;
         }

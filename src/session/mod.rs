@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::broker::registry::{ClientSlot, Departure, PendingWill};
 use crate::broker::Broker;
-use crate::protocol::{self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName};
+use crate::protocol::{
+    self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName,
+};
 use crate::storage::{self, Message};
 pub use connect::{Negotiated, SessionExpiry, WillMessage};
 use inflight::Outbound;
@@ -80,7 +82,12 @@ pub struct Session {
 impl Session {
     /// A session for an accepted CONNECT. `slot` is the registry entry the
     /// connection attached to.
-    pub fn new(negotiated: &Negotiated, slot: Arc<ClientSlot>, broker: &Broker, now: Instant) -> Session {
+    pub fn new(
+        negotiated: &Negotiated,
+        slot: Arc<ClientSlot>,
+        broker: &Broker,
+        now: Instant,
+    ) -> Session {
         Session {
             client_id: negotiated.client_id.clone(),
             version: negotiated.version,
@@ -101,6 +108,11 @@ impl Session {
         &self.client_id
     }
 
+    /// The protocol version the client connected with.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
     /// Whether the session outlives the connection; its queue and in-flight state
     /// are then mirrored to storage.
     pub fn is_persistent(&self) -> bool {
@@ -108,7 +120,13 @@ impl Session {
     }
 
     /// Handles one packet from the client.
-    pub fn on_packet(&mut self, packet: Packet, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<Flow, Error> {
+    pub fn on_packet(
+        &mut self,
+        packet: Packet,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<Flow, Error> {
         self.last_packet_at = now;
         match packet {
             Packet::Publish(publish) => self.on_publish(publish, broker, now, out)?,
@@ -125,9 +143,15 @@ impl Session {
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
             Packet::Connect(_) => return Err(protocol::Error::Protocol("second CONNECT").into()),
             // No authentication method was accepted, so AUTH may not be sent ([MQTT-4.12.0-1]).
-            Packet::Auth(_) => return Err(protocol::Error::Protocol("AUTH without an authentication method").into()),
+            Packet::Auth(_) => {
+                return Err(
+                    protocol::Error::Protocol("AUTH without an authentication method").into(),
+                )
+            }
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                return Err(protocol::Error::Protocol("server-to-client packet sent by a client").into())
+                return Err(
+                    protocol::Error::Protocol("server-to-client packet sent by a client").into(),
+                )
             }
         }
         Ok(Flow::Continue)
@@ -137,7 +161,10 @@ impl Session {
         if let Some(seconds) = disconnect.properties.session_expiry_interval {
             // [MQTT-3.14.2-2] a session that ended with the connection cannot be made persistent.
             if self.session_expiry == SessionExpiry::WithConnection && seconds != 0 {
-                return Err(protocol::Error::Protocol("session expiry set on DISCONNECT after 0 on CONNECT").into());
+                return Err(protocol::Error::Protocol(
+                    "session expiry set on DISCONNECT after 0 on CONNECT",
+                )
+                .into());
             }
             self.session_expiry = SessionExpiry::from_interval(seconds, None);
         }
@@ -177,10 +204,17 @@ impl Session {
     /// The connection is gone: decides what remains of the session and which will
     /// to publish now. `publish_will` is false after a normal DISCONNECT, a
     /// shutdown, or a takeover that continues the session with a delayed will.
-    pub fn depart(&mut self, publish_will: bool, now: Instant) -> (Departure, Option<Arc<Message>>) {
+    pub fn depart(
+        &mut self,
+        publish_will: bool,
+        now: Instant,
+    ) -> (Departure, Option<Arc<Message>>) {
         let will = self.will.take().filter(|_| publish_will);
         if !self.is_persistent() {
-            return (Departure::End, will.map(|will| Arc::new(will.to_message(now))));
+            return (
+                Departure::End,
+                will.map(|will| Arc::new(will.to_message(now))),
+            );
         }
         let expires_at = self.session_expiry.deadline(now);
         match will {
@@ -190,10 +224,19 @@ impl Session {
                     publish_at,
                     message: Arc::new(will.to_message(publish_at)),
                 };
-                (Departure::Offline { expires_at, will: Some(pending) }, None)
+                (
+                    Departure::Offline {
+                        expires_at,
+                        will: Some(pending),
+                    },
+                    None,
+                )
             }
             will => (
-                Departure::Offline { expires_at, will: None },
+                Departure::Offline {
+                    expires_at,
+                    will: None,
+                },
                 will.map(|will| Arc::new(will.to_message(now))),
             ),
         }

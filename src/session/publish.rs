@@ -24,10 +24,18 @@ pub fn forwarded_properties(properties: &Properties) -> Properties {
 }
 
 impl Session {
-    pub(super) fn on_publish(&mut self, publish: Publish, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_publish(
+        &mut self,
+        publish: Publish,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         let topic = self.resolve_topic(&publish)?;
         // [MQTT-3.3.2-?] payload format 1 promises UTF-8; a v5 receiver may refuse it with 0x99.
-        if publish.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&publish.payload).is_err() {
+        if publish.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
             return Err(protocol::Error::PayloadFormatInvalid.into());
         }
         if publish.qos == QoS::ExactlyOnce {
@@ -38,7 +46,9 @@ impl Session {
                     return Ok(());
                 }
                 // [MQTT-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum.
-                if self.incoming.len() >= usize::from(broker.limits().receive_maximum) && self.version.is_v5() {
+                if self.incoming.len() >= usize::from(broker.limits().receive_maximum)
+                    && self.version.is_v5()
+                {
                     return Err(protocol::Error::ReceiveMaximumExceeded.into());
                 }
             }
@@ -62,14 +72,20 @@ impl Session {
         };
         match (publish.qos, publish.packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                out.send(&Packet::PubAck(Ack { reason, ..Ack::new(packet_id) }));
+                out.send(&Packet::PubAck(Ack {
+                    reason,
+                    ..Ack::new(packet_id)
+                }));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 if self.is_persistent() {
                     broker.storage().add_incoming(&self.client_id, packet_id)?;
                 }
                 self.incoming.insert(packet_id);
-                out.send(&Packet::PubRec(Ack { reason, ..Ack::new(packet_id) }));
+                out.send(&Packet::PubRec(Ack {
+                    reason,
+                    ..Ack::new(packet_id)
+                }));
             }
             _ => {}
         }
@@ -87,19 +103,26 @@ impl Session {
             .and_then(|index| self.topic_aliases.get_mut(index))
             .ok_or(protocol::Error::TopicAliasInvalid)?;
         if publish.topic.is_empty() {
-            return slot
-                .clone()
-                .ok_or_else(|| protocol::Error::Protocol("topic alias used before it was set").into());
+            return slot.clone().ok_or_else(|| {
+                protocol::Error::Protocol("topic alias used before it was set").into()
+            });
         }
         let topic = TopicName::new(publish.topic.clone())?;
         *slot = Some(topic.clone());
         Ok(topic)
     }
 
-    pub(super) fn on_pubrel(&mut self, ack: Ack, broker: &Broker, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_pubrel(
+        &mut self,
+        ack: Ack,
+        broker: &Broker,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         let reason = if self.incoming.remove(&ack.packet_id) {
             if self.is_persistent() {
-                broker.storage().remove_incoming(&self.client_id, ack.packet_id)?;
+                broker
+                    .storage()
+                    .remove_incoming(&self.client_id, ack.packet_id)?;
             }
             ReasonCode::SUCCESS
         } else if self.version.is_v5() {
@@ -108,7 +131,10 @@ impl Session {
             // 3.1.1 has no way to say so; completing is harmless ([MQTT-4.3.3-11]).
             ReasonCode::SUCCESS
         };
-        out.send(&Packet::PubComp(Ack { reason, ..Ack::new(ack.packet_id) }));
+        out.send(&Packet::PubComp(Ack {
+            reason,
+            ..Ack::new(ack.packet_id)
+        }));
         Ok(())
     }
 }

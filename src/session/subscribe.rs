@@ -7,13 +7,25 @@ use std::time::Instant;
 use super::{Error, Outbox, Session};
 use crate::broker::router::{Filter, Subscription};
 use crate::broker::Broker;
-use crate::protocol::{self, Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::protocol::{
+    self, Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
 use crate::storage::Delivery;
 
 impl Session {
-    pub(super) fn on_subscribe(&mut self, subscribe: Subscribe, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_subscribe(
+        &mut self,
+        subscribe: Subscribe,
+        broker: &Broker,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         // [MQTT-3.8.2-?] at most one subscription identifier, and it applies to every filter.
-        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let identifier = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for (text, options) in &subscribe.filters {
@@ -69,7 +81,12 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, broker: &Broker, out: &mut Outbox) -> Result<(), Error> {
+    pub(super) fn on_unsubscribe(
+        &mut self,
+        unsubscribe: Unsubscribe,
+        broker: &Broker,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         let reasons = unsubscribe
             .filters
             .iter()
@@ -82,7 +99,11 @@ impl Session {
         // [MQTT-3.10.4-4] UNSUBACK even if nothing was removed; 3.x has no reason codes.
         out.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
-            reasons: if self.version.is_v5() { reasons } else { Vec::new() },
+            reasons: if self.version.is_v5() {
+                reasons
+            } else {
+                Vec::new()
+            },
             properties: Properties::default(),
         }));
         Ok(())

@@ -25,7 +25,10 @@ impl MemoryStore {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<ClientId, ClientRecords>) -> R) -> R {
         // A poisoned lock means a panic elsewhere already; the maps stay consistent
         // because every operation below is a single insert or remove.
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut clients)
     }
 
@@ -52,7 +55,10 @@ impl MemoryStore {
 
     pub fn set_state(&self, client_id: &ClientId, seq: u64, state: DeliveryState) {
         self.with(|clients| {
-            if let Some(entry) = clients.get_mut(client_id).and_then(|records| records.queue.get_mut(&seq)) {
+            if let Some(entry) = clients
+                .get_mut(client_id)
+                .and_then(|records| records.queue.get_mut(&seq))
+            {
                 entry.state = state;
             }
         });
@@ -68,7 +74,11 @@ impl MemoryStore {
 
     pub fn add_incoming(&self, client_id: &ClientId, packet_id: PacketId) {
         self.with(|clients| {
-            clients.entry(client_id.clone()).or_default().incoming.insert(packet_id);
+            clients
+                .entry(client_id.clone())
+                .or_default()
+                .incoming
+                .insert(packet_id);
         });
     }
 

@@ -116,7 +116,12 @@ impl Storage {
     }
 
     /// Records that a queued delivery was sent, or released, under a packet id.
-    pub fn set_state(&self, client_id: &ClientId, seq: u64, state: DeliveryState) -> Result<(), Error> {
+    pub fn set_state(
+        &self,
+        client_id: &ClientId,
+        seq: u64,
+        state: DeliveryState,
+    ) -> Result<(), Error> {
         self.backend.set_state(client_id, seq, state);
         Ok(())
     }
