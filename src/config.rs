@@ -144,7 +144,7 @@ impl Default for Limits {
 }
 
 /// Rules for sessions that outlive their connection.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// How long a 3.x persistent session (clean session 0) is kept while offline.
@@ -156,16 +156,6 @@ pub struct SessionConfig {
     pub max_session_expiry: Option<Duration>,
     /// Queue QoS 0 messages for offline persistent sessions too (mosquitto's `queue_qos0_messages`).
     pub queue_qos0_messages: bool,
-}
-
-impl Default for SessionConfig {
-    fn default() -> SessionConfig {
-        SessionConfig {
-            persistent_client_expiration: None,
-            max_session_expiry: None,
-            queue_qos0_messages: false,
-        }
-    }
 }
 
 impl Config {

@@ -38,7 +38,8 @@ fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool) 
 
 fn harness_with(broker: Broker, connect: Connect) -> Harness {
     let now = Instant::now();
-    let negotiated = connect::negotiate(&connect, broker.limits(), broker.session_config()).unwrap();
+    let negotiated =
+        connect::negotiate(&connect, broker.limits(), broker.session_config()).unwrap();
     let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
     let (control, _control_rx) = mpsc::unbounded_channel();
     let link = Link {
@@ -59,13 +60,18 @@ fn harness_with(broker: Broker, connect: Connect) -> Harness {
 }
 
 fn harness(version: ProtocolVersion) -> Harness {
-    let broker = Broker::new(Limits::default(), SessionConfig::default(), Storage::in_memory());
+    let broker = Broker::new(
+        Limits::default(),
+        SessionConfig::default(),
+        Storage::in_memory(),
+    );
     harness_with(broker, connect_packet(version, "c", true))
 }
 
 impl Harness {
     fn packet(&mut self, packet: Packet) -> Result<Flow, Error> {
-        self.session.on_packet(packet, &self.broker, self.now, &mut self.out)
+        self.session
+            .on_packet(packet, &self.broker, self.now, &mut self.out)
     }
 
     fn sent(&mut self) -> Vec<Packet> {
@@ -80,16 +86,25 @@ impl Harness {
 
     fn deliver_mailbox(&mut self) {
         while let Ok(delivery) = self.mailbox.try_recv() {
-            self.session.on_delivery(delivery, &self.broker, self.now, &mut self.out).unwrap();
+            self.session
+                .on_delivery(delivery, &self.broker, self.now, &mut self.out)
+                .unwrap();
         }
     }
 
     fn subscribe(&mut self, filter: &str, qos: QoS) {
         let subscription = Subscription {
-            options: SubscriptionOptions { qos, ..Default::default() },
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
             identifier: None,
         };
-        self.broker.subscribe(&self.session.client_id, &Filter::parse(filter).unwrap(), subscription);
+        self.broker.subscribe(
+            &self.session.client_id,
+            &Filter::parse(filter).unwrap(),
+            subscription,
+        );
     }
 }
 
@@ -111,15 +126,19 @@ fn publish(topic: &str, qos: QoS, packet_id: Option<u16>) -> Publish {
 fn qos1_publish_is_acknowledged_with_puback() {
     // [MQTT-4.3.2-2] PUBACK carries the PUBLISH's packet id.
     let mut h = harness(ProtocolVersion::V3_1_1);
-    h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7)))).unwrap();
+    h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7))))
+        .unwrap();
     assert_eq!(h.sent(), vec![Packet::PubAck(Ack::new(id(7)))]);
 }
 
 #[test]
 fn v5_puback_reports_no_matching_subscribers() {
     let mut h = harness(ProtocolVersion::V5);
-    h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7)))).unwrap();
-    let Packet::PubAck(ack) = &h.sent()[0] else { panic!("expected PUBACK") };
+    h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7))))
+        .unwrap();
+    let Packet::PubAck(ack) = &h.sent()[0] else {
+        panic!("expected PUBACK")
+    };
     assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
 }
 
@@ -128,11 +147,18 @@ fn qos2_resent_publish_before_pubrel_is_not_routed_twice() {
     // [MQTT-4.3.3-10]
     let mut h = harness(ProtocolVersion::V3_1_1);
     h.subscribe("a", QoS::ExactlyOnce);
-    h.packet(Packet::Publish(publish("a", QoS::ExactlyOnce, Some(1)))).unwrap();
+    h.packet(Packet::Publish(publish("a", QoS::ExactlyOnce, Some(1))))
+        .unwrap();
     let mut again = publish("a", QoS::ExactlyOnce, Some(1));
     again.dup = true;
     h.packet(Packet::Publish(again)).unwrap();
-    assert_eq!(h.sent(), vec![Packet::PubRec(Ack::new(id(1))), Packet::PubRec(Ack::new(id(1)))]);
+    assert_eq!(
+        h.sent(),
+        vec![
+            Packet::PubRec(Ack::new(id(1))),
+            Packet::PubRec(Ack::new(id(1)))
+        ]
+    );
     let mut routed = 0;
     while h.mailbox.try_recv().is_ok() {
         routed += 1;
@@ -141,7 +167,8 @@ fn qos2_resent_publish_before_pubrel_is_not_routed_twice() {
     h.packet(Packet::PubRel(Ack::new(id(1)))).unwrap();
     assert_eq!(h.sent(), vec![Packet::PubComp(Ack::new(id(1)))]);
     // After PUBREL the id is free: a new PUBLISH with it is a new message.
-    h.packet(Packet::Publish(publish("a", QoS::ExactlyOnce, Some(1)))).unwrap();
+    h.packet(Packet::Publish(publish("a", QoS::ExactlyOnce, Some(1))))
+        .unwrap();
     assert_eq!(h.mailbox.try_recv().map(|_| ()), Ok(()));
 }
 
@@ -150,7 +177,10 @@ fn keep_alive_times_out_after_one_and_a_half_intervals() {
     // [MQTT-3.1.2-24] keep-alive 10 s → close after 15 s of silence.
     let mut h = harness(ProtocolVersion::V3_1_1);
     assert!(h.session.on_tick(h.now + Duration::from_secs(14)).is_ok());
-    let error = h.session.on_tick(h.now + Duration::from_secs(15)).unwrap_err();
+    let error = h
+        .session
+        .on_tick(h.now + Duration::from_secs(15))
+        .unwrap_err();
     assert_eq!(error.reason_code(), ReasonCode::KEEP_ALIVE_TIMEOUT);
 }
 
@@ -196,25 +226,44 @@ fn unknown_topic_alias_is_a_protocol_error_v5() {
     let mut h = harness(ProtocolVersion::V5);
     let mut packet = publish("", QoS::AtMostOnce, None);
     packet.properties.topic_alias = Some(1);
-    assert_eq!(h.packet(Packet::Publish(packet)).unwrap_err().reason_code(), ReasonCode::PROTOCOL_ERROR);
+    assert_eq!(
+        h.packet(Packet::Publish(packet)).unwrap_err().reason_code(),
+        ReasonCode::PROTOCOL_ERROR
+    );
 }
 
 #[test]
 fn outbound_window_holds_back_past_receive_maximum_v5() {
-    let broker = Broker::new(Limits::default(), SessionConfig::default(), Storage::in_memory());
+    let broker = Broker::new(
+        Limits::default(),
+        SessionConfig::default(),
+        Storage::in_memory(),
+    );
     let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
     connect.properties.receive_maximum = Some(2);
     let mut h = harness_with(broker, connect);
     h.subscribe("t", QoS::AtLeastOnce);
     for _ in 0..3 {
-        h.broker.publish(&ClientId::new("p"), Arc::new(message("t", QoS::AtLeastOnce))).unwrap();
+        h.broker
+            .publish(
+                &ClientId::new("p"),
+                Arc::new(message("t", QoS::AtLeastOnce)),
+            )
+            .unwrap();
     }
     h.deliver_mailbox();
     let sent = h.sent();
-    assert_eq!(sent.len(), 2, "[MQTT-3.3.4-7] no more than Receive Maximum in flight");
+    assert_eq!(
+        sent.len(),
+        2,
+        "[MQTT-3.3.4-7] no more than Receive Maximum in flight"
+    );
     assert!(!h.session.can_send());
-    let Packet::Publish(first) = &sent[0] else { panic!() };
-    h.packet(Packet::PubAck(Ack::new(first.packet_id.unwrap()))).unwrap();
+    let Packet::Publish(first) = &sent[0] else {
+        panic!()
+    };
+    h.packet(Packet::PubAck(Ack::new(first.packet_id.unwrap())))
+        .unwrap();
     let sent = h.sent();
     assert_eq!(sent.len(), 1, "an acknowledgement frees one place");
 }
@@ -223,9 +272,16 @@ fn outbound_window_holds_back_past_receive_maximum_v5() {
 fn qos2_outbound_handshake_completes() {
     let mut h = harness(ProtocolVersion::V3_1_1);
     h.subscribe("t", QoS::ExactlyOnce);
-    h.broker.publish(&ClientId::new("p"), Arc::new(message("t", QoS::ExactlyOnce))).unwrap();
+    h.broker
+        .publish(
+            &ClientId::new("p"),
+            Arc::new(message("t", QoS::ExactlyOnce)),
+        )
+        .unwrap();
     h.deliver_mailbox();
-    let Packet::Publish(sent) = &h.sent()[0] else { panic!() };
+    let Packet::Publish(sent) = &h.sent()[0] else {
+        panic!()
+    };
     let packet_id = sent.packet_id.unwrap();
     h.packet(Packet::PubRec(Ack::new(packet_id))).unwrap();
     assert_eq!(h.sent(), vec![Packet::PubRel(Ack::new(packet_id))]);
@@ -240,7 +296,9 @@ fn expired_messages_are_not_delivered() {
     h.subscribe("t", QoS::AtLeastOnce);
     let mut expiring = message("t", QoS::AtLeastOnce);
     expiring.expires_at = Some(h.now + Duration::from_secs(5));
-    h.broker.publish(&ClientId::new("p"), Arc::new(expiring)).unwrap();
+    h.broker
+        .publish(&ClientId::new("p"), Arc::new(expiring))
+        .unwrap();
     h.now += Duration::from_secs(6);
     h.deliver_mailbox();
     assert!(h.sent().is_empty());
@@ -253,21 +311,34 @@ fn forwarded_expiry_is_the_remaining_time_v5() {
     h.subscribe("t", QoS::AtMostOnce);
     let mut expiring = message("t", QoS::AtMostOnce);
     expiring.expires_at = Some(h.now + Duration::from_secs(60));
-    h.broker.publish(&ClientId::new("p"), Arc::new(expiring)).unwrap();
+    h.broker
+        .publish(&ClientId::new("p"), Arc::new(expiring))
+        .unwrap();
     h.now += Duration::from_secs(20);
     h.deliver_mailbox();
-    let Packet::Publish(sent) = &h.sent()[0] else { panic!() };
+    let Packet::Publish(sent) = &h.sent()[0] else {
+        panic!()
+    };
     assert_eq!(sent.properties.message_expiry_interval, Some(40));
 }
 
 #[test]
 fn persistent_session_resumes_unacknowledged_messages_with_dup() {
     // [MQTT-4.4.0-1] same packet ids, DUP set, original order.
-    let broker = Broker::new(Limits::default(), SessionConfig::default(), Storage::in_memory());
+    let broker = Broker::new(
+        Limits::default(),
+        SessionConfig::default(),
+        Storage::in_memory(),
+    );
     let mut h = harness_with(broker, connect_packet(ProtocolVersion::V3_1_1, "c", false));
     h.subscribe("t", QoS::AtLeastOnce);
     for _ in 0..2 {
-        h.broker.publish(&ClientId::new("p"), Arc::new(message("t", QoS::AtLeastOnce))).unwrap();
+        h.broker
+            .publish(
+                &ClientId::new("p"),
+                Arc::new(message("t", QoS::AtLeastOnce)),
+            )
+            .unwrap();
     }
     h.deliver_mailbox();
     let first_ids: Vec<PacketId> = h
@@ -280,7 +351,9 @@ fn persistent_session_resumes_unacknowledged_messages_with_dup() {
         .collect();
     // The connection drops; the session goes offline and a new connection resumes it.
     let (departure, _) = h.session.depart(true, h.now);
-    h.broker.registry().detach(&ClientId::new("c"), 1, departure);
+    h.broker
+        .registry()
+        .detach(&ClientId::new("c"), 1, departure);
     let broker = h.broker;
     let mut h = harness_with(broker, connect_packet(ProtocolVersion::V3_1_1, "c", false));
     h.session.resume(&h.broker, h.now, &mut h.out).unwrap();
@@ -292,7 +365,10 @@ fn persistent_session_resumes_unacknowledged_messages_with_dup() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(resent, first_ids.iter().map(|&id| (id, true)).collect::<Vec<_>>());
+    assert_eq!(
+        resent,
+        first_ids.iter().map(|&id| (id, true)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -320,8 +396,16 @@ fn disconnect_with_will_asks_for_the_will_v5() {
         reason: ReasonCode::DISCONNECT_WITH_WILL,
         ..Disconnect::default()
     };
-    assert_eq!(h.packet(Packet::Disconnect(disconnect)).unwrap(), Flow::Disconnect { publish_will: true });
-    assert_eq!(h.packet(Packet::Disconnect(Disconnect::default())).unwrap(), Flow::Disconnect { publish_will: false });
+    assert_eq!(
+        h.packet(Packet::Disconnect(disconnect)).unwrap(),
+        Flow::Disconnect { publish_will: true }
+    );
+    assert_eq!(
+        h.packet(Packet::Disconnect(Disconnect::default())).unwrap(),
+        Flow::Disconnect {
+            publish_will: false
+        }
+    );
 }
 
 fn message(topic: &str, qos: QoS) -> Message {

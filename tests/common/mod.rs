@@ -100,7 +100,10 @@ impl RawClient {
     /// Whether the broker closes the connection (without sending anything else).
     pub async fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(tokio::time::timeout(WAIT, self.stream.read(&mut byte)).await, Ok(Ok(0)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(WAIT, self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 
     /// Reads until the connection closes; returns the packets received before that.
@@ -159,7 +162,15 @@ pub mod v4 {
                 }
             }
         });
-        (Client { client, publishes, events, task }, connack)
+        (
+            Client {
+                client,
+                publishes,
+                events,
+                task,
+            },
+            connack,
+        )
     }
 
     impl Client {
@@ -211,7 +222,9 @@ pub mod v4 {
 /// rumqttc helpers for MQTT 5.0.
 pub mod v5 {
     use super::*;
-    pub use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectProperties, Packet as V5Packet, Publish, PublishProperties};
+    pub use rumqttc::v5::mqttbytes::v5::{
+        ConnAck, ConnectProperties, Packet as V5Packet, Publish, PublishProperties,
+    };
     pub use rumqttc::v5::mqttbytes::QoS;
     pub use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
     use tokio::sync::mpsc;
@@ -266,7 +279,15 @@ pub mod v5 {
                 }
             }
         });
-        (Client { client, publishes, events, task }, connack)
+        (
+            Client {
+                client,
+                publishes,
+                events,
+                task,
+            },
+            connack,
+        )
     }
 
     impl Client {
