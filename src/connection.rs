@@ -25,6 +25,8 @@ use crate::storage::Delivery;
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
 const DELIVERIES_PER_TURN: usize = 256;
+/// Bytes reserved in the read buffer before each read.
+const READ_CHUNK: usize = 4096;
 /// How long a takeover waits for the old connection to let go of the session.
 const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -160,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Some(_) => return Err(protocol::Error::Protocol("first packet is not CONNECT")),
                 None => {}
             }
-            self.read_buf.reserve(1024);
+            self.read_buf.reserve(READ_CHUNK);
             match self.stream.read_buf(&mut self.read_buf).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
@@ -205,6 +207,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 {
                     tracing::warn!("the previous connection did not let go of the session in time");
                 }
+                // A session that ended with its connection leaves nothing to resume,
+                // but its subscriptions must still go ([MQTT-3.1.2-6]).
+                if !old.is_persistent {
+                    if let Err(error) = self.broker.end_session(client_id) {
+                        tracing::error!(%error, "could not discard the previous session");
+                    }
+                }
                 old.is_persistent
             }
         };
@@ -234,6 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ending::Lost;
             }
             let deadline = session.next_deadline(Instant::now());
+            self.read_buf.reserve(READ_CHUNK);
             tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => {
                     match read {
@@ -276,7 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         // [MQTT-3.1.4-3] the old connection's will is published, unless a
                         // will delay lets the continued session cancel it.
                         let keep_back = is_session_continued && session.will_delay().is_some_and(|d| !d.is_zero());
-                        if let (_, Some(will)) = session.depart(!keep_back, Instant::now()) {
+                        if let Some(will) = session.take_will(Instant::now()).filter(|_| !keep_back) {
                             self.publish_will(session.client_id(), will);
                         }
                         let _ = done.send(());

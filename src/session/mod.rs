@@ -242,6 +242,12 @@ impl Session {
         }
     }
 
+    /// Takes the will, published at `now` whatever its delay: a takeover that ends
+    /// the session publishes it at once.
+    pub fn take_will(&mut self, now: Instant) -> Option<Arc<Message>> {
+        self.will.take().map(|will| Arc::new(will.to_message(now)))
+    }
+
     /// The will's delay, if it has one (a takeover that continues the session keeps such a will back).
     pub fn will_delay(&self) -> Option<Duration> {
         self.will.as_ref().map(|will| will.delay)
