@@ -42,7 +42,12 @@ fn fanout(c: &mut Criterion) {
             },
             identifier: None,
         };
-        let filter = Filter::parse(if i % 2 == 0 { "sensors/+/temp" } else { "sensors/#" }).unwrap();
+        let filter = Filter::parse(if i % 2 == 0 {
+            "sensors/+/temp"
+        } else {
+            "sensors/#"
+        })
+        .unwrap();
         broker.subscribe(&client_id, &filter, subscription);
         mailboxes.push(receiver);
     }

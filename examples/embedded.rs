@@ -19,7 +19,12 @@ async fn main() -> anyhow::Result<()> {
     let (client, mut eventloop) = AsyncClient::new(options, 10);
     client.subscribe("greetings/#", QoS::AtLeastOnce).await?;
     client
-        .publish("greetings/world", QoS::AtLeastOnce, false, "hello from an embedded broker")
+        .publish(
+            "greetings/world",
+            QoS::AtLeastOnce,
+            false,
+            "hello from an embedded broker",
+        )
         .await?;
 
     let received = tokio::time::timeout(Duration::from_secs(5), async {

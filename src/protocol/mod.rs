@@ -34,7 +34,9 @@ pub use error::Error;
 pub use properties::Properties;
 pub use publish::Publish;
 pub use reason::ReasonCode;
-pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe};
+pub use subscribe::{
+    RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+};
 pub use topic::{SharedFilter, TopicFilter, TopicName};
 
 /// The protocol level a client announced in its CONNECT packet.
