@@ -318,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ending::Disconnected { publish_will } => *publish_will,
             Ending::Violation(error) => {
                 debug!(%error, "closing the connection");
-                session.send_disconnect(error.reason_code(), &mut self.out);
+                session.send_error(error, &mut self.out);
                 true
             }
             Ending::Shutdown => {

@@ -201,6 +201,20 @@ impl Session {
         }
     }
 
+    /// The DISCONNECT that tells a v5 client which rule it broke, with the reason
+    /// as a reason string (allowed on DISCONNECT whatever Request Problem
+    /// Information says, [MQTT-3.1.2-29]).
+    pub fn send_error(&self, error: &Error, out: &mut Outbox) {
+        if self.version.is_v5() {
+            let mut disconnect = Disconnect {
+                reason: error.reason_code(),
+                ..Disconnect::default()
+            };
+            disconnect.properties.reason_string = Some(error.to_string().into());
+            out.send(&Packet::Disconnect(disconnect));
+        }
+    }
+
     /// The connection is gone: decides what remains of the session and which will
     /// to publish now. `publish_will` is false after a normal DISCONNECT, a
     /// shutdown, or a takeover that continues the session with a delayed will.
