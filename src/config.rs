@@ -44,6 +44,8 @@ pub struct Config {
     pub limits: Limits,
     /// Session rules.
     pub session: SessionConfig,
+    /// The `$SYS` topics.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -156,6 +159,23 @@ pub struct SessionConfig {
     pub max_session_expiry: Option<Duration>,
     /// Queue QoS 0 messages for offline persistent sessions too (mosquitto's `queue_qos0_messages`).
     pub queue_qos0_messages: bool,
+}
+
+/// The `$SYS/broker/…` topics (mosquitto's `sys_interval`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// How often the counters are published under `$SYS/broker/`; unset disables them.
+    #[serde(with = "humantime_serde")]
+    pub sys_interval: Option<Duration>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            sys_interval: Some(Duration::from_secs(10)),
+        }
+    }
 }
 
 impl Config {

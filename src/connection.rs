@@ -238,6 +238,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let max = self.broker.limits().max_packet_size as usize;
         let broker = self.broker.clone();
         loop {
+            let sent = session.take_sent_count();
+            if sent > 0 {
+                broker
+                    .metrics()
+                    .messages_sent
+                    .fetch_add(sent, Ordering::Relaxed);
+            }
             if let Err(error) = self.flush().await {
                 debug!(%error, "write failed");
                 return Ending::Lost;

@@ -129,7 +129,7 @@ impl Session {
 
     /// Encodes a PUBLISH for `delivery`; `false` if the client's maximum packet size forbids it.
     fn send_publish(
-        &self,
+        &mut self,
         delivery: &Delivery,
         packet_id: impl Into<Option<PacketId>>,
         dup: bool,
@@ -157,7 +157,9 @@ impl Session {
             properties,
             payload: message.payload.clone(),
         };
-        out.send(&Packet::Publish(publish))
+        let sent = out.send(&Packet::Publish(publish));
+        self.sent_count += u64::from(sent);
+        sent
     }
 
     /// A delivery is over (acknowledged, expired or undeliverable): forget its stored copy.

@@ -77,6 +77,8 @@ pub struct Session {
     outbound: Outbound,
     /// Stored deliveries replayed at resume; a mailbox copy of one of these is a duplicate.
     replayed_seqs: HashSet<u64>,
+    /// PUBLISH packets sent since the connection last collected the count.
+    sent_count: u64,
 }
 
 impl Session {
@@ -100,12 +102,19 @@ impl Session {
             incoming: HashSet::new(),
             outbound: Outbound::new(negotiated.client_receive_maximum),
             replayed_seqs: HashSet::new(),
+            sent_count: 0,
         }
     }
 
     /// The session's client id.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
+    }
+
+    /// PUBLISH packets sent since the last call; the connection adds them to the
+    /// broker's counter once per turn instead of once per message.
+    pub fn take_sent_count(&mut self) -> u64 {
+        std::mem::take(&mut self.sent_count)
     }
 
     /// The protocol version the client connected with.
