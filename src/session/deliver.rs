@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::inflight::{InFlight, Phase};
 use super::{Error, Outbox, Session};
 use crate::broker::Broker;
-use crate::protocol::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
+use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
 
 impl Session {
@@ -137,8 +137,10 @@ impl Session {
         out: &mut Outbox,
     ) -> bool {
         let message = &delivery.message;
-        let mut properties = message.properties.clone();
+        // 3.x has no properties: skip the copy.
+        let mut properties = Properties::default();
         if self.version.is_v5() {
+            properties = message.properties.clone();
             // [MQTT-3.3.2-6] the forwarded expiry is what remains of it.
             properties.message_expiry_interval = message.expires_at.map(|at| {
                 let remaining = at.saturating_duration_since(now);
