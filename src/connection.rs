@@ -184,6 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn attach(&mut self, negotiated: &Negotiated, link: Link) -> (Arc<ClientSlot>, bool) {
         let client_id = &negotiated.client_id;
         let (slot, previous) = self.broker.registry().attach(client_id, link);
+        let mut is_stale = false;
         let mut had_session = match previous {
             Previous::Nothing => false,
             Previous::Offline { will } => {
@@ -205,10 +206,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 {
                     tracing::warn!("the previous connection did not let go of the session in time");
                 }
+                // [MQTT-3.1.2-6] a clean session ended with that connection, which does
+                // not clean up after a takeover: its subscriptions are discarded below.
+                is_stale = !old.is_persistent;
                 old.is_persistent
             }
         };
-        if had_session && negotiated.clean_start {
+        if (had_session && negotiated.clean_start) || is_stale {
             // [MQTT-3.1.2-4] Clean Start discards any existing session.
             if let Err(error) = self.broker.end_session(client_id) {
                 tracing::error!(%error, "could not discard the previous session");
