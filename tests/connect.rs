@@ -50,7 +50,7 @@ async fn takeover_closes_the_old_connection_v4() {
     let broker = start_broker().await;
     let (mut old, _) = RawClient::start(broker.addr, V4, "dup", true).await;
     let (mut new, _) = RawClient::start(broker.addr, V4, "dup", true).await;
-    // [MQTT-3.1.4-3] the server disconnects the existing client; 3.1.1 just closes.
+    // [MQTT-3.1.4-2] the server disconnects the existing client; 3.1.1 just closes.
     assert_eq!(old.drain_until_closed().await, vec![]);
     new.send(&Packet::PingReq).await;
     assert_eq!(new.expect().await, Packet::PingResp);

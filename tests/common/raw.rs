@@ -158,6 +158,27 @@ impl RawClient {
         }
     }
 
+    /// The next PUBLISH, acknowledged as a well-behaved receiver would (PUBACK, or
+    /// PUBREC → PUBREL → PUBCOMP), checking the broker's side of the handshake.
+    pub async fn receive_acked(&mut self) -> Publish {
+        let publish = self.expect_publish().await;
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, None) => {}
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                self.send(&Packet::PubAck(Ack::new(packet_id))).await;
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                self.send(&Packet::PubRec(Ack::new(packet_id))).await;
+                assert!(
+                    matches!(self.expect().await, Packet::PubRel(ack) if ack.packet_id == packet_id)
+                );
+                self.send(&Packet::PubComp(Ack::new(packet_id))).await;
+            }
+            _ => panic!("packet id does not fit the QoS: {publish:?}"),
+        }
+        publish
+    }
+
     /// Sends DISCONNECT (reason 0) and waits for the broker to close.
     pub async fn disconnect(mut self) {
         self.send(&Packet::Disconnect(Default::default())).await;
