@@ -179,6 +179,15 @@ impl RawClient {
         publish
     }
 
+    /// Every PUBLISH that arrives (acknowledged) until nothing has come for `quiet`.
+    pub async fn publishes_until_quiet(&mut self, quiet: Duration) -> Vec<Publish> {
+        let mut publishes = Vec::new();
+        while let Ok(publish) = tokio::time::timeout(quiet, self.receive_acked()).await {
+            publishes.push(publish);
+        }
+        publishes
+    }
+
     /// Sends DISCONNECT (reason 0) and waits for the broker to close.
     pub async fn disconnect(mut self) {
         self.send(&Packet::Disconnect(Default::default())).await;
