@@ -32,6 +32,16 @@ pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bo
     }
 }
 
+/// A CONNECT that resumes (or starts) a session outliving the connection: clean
+/// session 0 in 3.x; Clean Start 0 and a Session Expiry Interval in 5.0.
+pub fn persistent_packet(version: ProtocolVersion, client_id: &str, expiry: u32) -> Connect {
+    let mut connect = connect_packet(version, client_id, false);
+    if version.is_v5() {
+        connect.properties.session_expiry_interval = Some(expiry);
+    }
+    connect
+}
+
 /// A will on `topic` with `payload`, QoS 0, no retain.
 pub fn will(topic: &str, payload: &str) -> Will {
     Will {
