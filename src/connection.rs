@@ -279,8 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let _ = self.flush().await;
                         // [MQTT-3.1.4-3] the old connection's will is published, unless a
                         // will delay lets the continued session cancel it.
-                        let keep_back = is_session_continued && session.will_delay().is_some_and(|d| !d.is_zero());
-                        if let (_, Some(will)) = session.depart(!keep_back, Instant::now()) {
+                        if let Some(will) = session.take_over(is_session_continued, Instant::now()) {
                             self.publish_will(session.client_id(), will);
                         }
                         let _ = done.send(());
