@@ -421,3 +421,50 @@ async fn v5_publish_reaches_a_v4_subscriber_without_properties_v4() {
     );
     broker.stop().await;
 }
+
+/// Sends five QoS 1 messages to a subscriber whose window is `window`: it gets
+/// exactly `window` until it acknowledges one, then the next.
+async fn window_is_respected(
+    broker: TestBroker,
+    subscriber_connect: rookery::protocol::Connect,
+    window: usize,
+) {
+    let version = subscriber_connect.version;
+    let (mut subscriber, _) = RawClient::open(broker.addr, subscriber_connect).await;
+    subscriber.subscribe_one("w", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = RawClient::start(broker.addr, version, "pub", true).await;
+    for n in 1..=5 {
+        publisher
+            .publish_acked(publish("w", QoS::AtLeastOnce, n, &n.to_string()))
+            .await;
+    }
+    let mut in_flight = Vec::new();
+    for _ in 0..window {
+        in_flight.push(subscriber.expect_publish().await);
+    }
+    subscriber.expect_silence(Duration::from_millis(200)).await;
+    let first = in_flight.remove(0);
+    subscriber
+        .send(&Packet::PubAck(Ack::new(first.packet_id.unwrap())))
+        .await;
+    let next = subscriber.expect_publish().await;
+    assert_eq!(next.payload, (window + 1).to_string().as_bytes());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn outbound_window_is_max_inflight_v4() {
+    let mut config = rookery::Config::default();
+    config.limits.max_inflight = 2;
+    let broker = start_broker_with(config).await;
+    window_is_respected(broker, connect_packet(V4, "sub", true), 2).await;
+}
+
+#[tokio::test]
+async fn outbound_window_is_the_clients_receive_maximum_v5() {
+    // [MQTT-3.3.4-9] no more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum.
+    let broker = start_broker().await;
+    let mut connect = connect_packet(V5, "sub", true);
+    connect.properties.receive_maximum = Some(3);
+    window_is_respected(broker, connect, 3).await;
+}

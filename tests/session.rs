@@ -69,6 +69,9 @@ async fn offline_queueing(version: ProtocolVersion) {
             ("q/2".to_string(), QoS::ExactlyOnce)
         ]
     );
+    // The subscription is part of the session: new messages keep coming.
+    publish_each_qos(broker.addr, version, "q").await;
+    assert_eq!(subscriber.publishes_until_quiet(QUIET).await.len(), 3);
     broker.stop().await;
 }
 
@@ -330,4 +333,92 @@ async fn messages_past_max_queued_are_dropped_v4() {
 #[tokio::test]
 async fn messages_past_max_queued_are_dropped_v5() {
     queue_limit(V5).await;
+}
+
+async fn inbound_qos2_survives_reconnect(version: ProtocolVersion) {
+    let broker = start_broker().await;
+    let (mut subscriber, _) = RawClient::start(broker.addr, version, "sub", true).await;
+    subscriber.subscribe_one("in", QoS::ExactlyOnce).await;
+    let (mut publisher, _) = resume(broker.addr, version, "pub").await;
+    let message = publish("in", QoS::ExactlyOnce, 7, "once");
+    publisher.send(&Packet::Publish(message.clone())).await;
+    assert!(matches!(publisher.expect().await, Packet::PubRec(ack) if ack.packet_id == id(7)));
+    // The publisher loses the connection before it sends PUBREL…
+    drop(publisher);
+    let (mut publisher, session_present) = resume(broker.addr, version, "pub").await;
+    assert!(session_present);
+    // …and, resuming, re-sends the PUBLISH with DUP ([MQTT-4.4.0-1]): it is
+    // acknowledged but not routed again ([MQTT-4.3.3-2] (3.1.1) / [MQTT-4.3.3-10] (5.0)).
+    publisher
+        .send(&Packet::Publish(Publish {
+            dup: true,
+            ..message
+        }))
+        .await;
+    assert!(matches!(publisher.expect().await, Packet::PubRec(ack) if ack.packet_id == id(7)));
+    publisher.send(&Packet::PubRel(Ack::new(id(7)))).await;
+    assert!(matches!(publisher.expect().await, Packet::PubComp(ack) if ack.packet_id == id(7)));
+    assert_eq!(subscriber.publishes_until_quiet(QUIET).await.len(), 1);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn inbound_qos2_is_exactly_once_across_a_reconnect_v4() {
+    inbound_qos2_survives_reconnect(V4).await;
+}
+
+#[tokio::test]
+async fn inbound_qos2_is_exactly_once_across_a_reconnect_v5() {
+    inbound_qos2_survives_reconnect(V5).await;
+}
+
+async fn takeover_resumes(version: ProtocolVersion) {
+    let broker = start_broker().await;
+    let (mut old, _) = resume(broker.addr, version, "sub").await;
+    old.subscribe_one("t", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = RawClient::start(broker.addr, version, "pub", true).await;
+    publisher
+        .publish_acked(publish("t", QoS::AtLeastOnce, 1, "unacked"))
+        .await;
+    let first = old.expect_publish().await;
+    // A second connection takes the session over while the first still holds it.
+    let (mut new, session_present) = resume(broker.addr, version, "sub").await;
+    assert!(session_present);
+    // [MQTT-4.4.0-1] the unacknowledged PUBLISH moves to the new connection.
+    let again = new.expect_publish().await;
+    assert!(again.dup);
+    assert_eq!(again.packet_id, first.packet_id);
+    new.send(&Packet::PubAck(Ack::new(again.packet_id.unwrap())))
+        .await;
+    // The subscription moved with the session.
+    publisher
+        .publish_acked(publish("t", QoS::AtLeastOnce, 2, "next"))
+        .await;
+    assert_eq!(&new.receive_acked().await.payload[..], b"next");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn takeover_of_a_persistent_session_resumes_it_v4() {
+    takeover_resumes(V4).await;
+}
+
+#[tokio::test]
+async fn takeover_of_a_persistent_session_resumes_it_v5() {
+    takeover_resumes(V5).await;
+}
+
+#[tokio::test]
+async fn disconnect_can_end_the_session_with_expiry_zero_v5() {
+    let broker = start_broker().await;
+    let (mut subscriber, _) = resume(broker.addr, V5, "sub").await;
+    subscriber.subscribe_one("t", QoS::AtLeastOnce).await;
+    let mut disconnect = rookery::protocol::Disconnect::default();
+    disconnect.properties.session_expiry_interval = Some(0);
+    subscriber.send(&Packet::Disconnect(disconnect)).await;
+    assert!(subscriber.is_closed().await);
+    // MQTT 5.0 §3.14.2.2.2: the DISCONNECT's Session Expiry Interval replaces CONNECT's.
+    let (_subscriber, session_present) = resume(broker.addr, V5, "sub").await;
+    assert!(!session_present);
+    broker.stop().await;
 }
