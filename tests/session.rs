@@ -422,3 +422,37 @@ async fn disconnect_can_end_the_session_with_expiry_zero_v5() {
     assert!(!session_present);
     broker.stop().await;
 }
+
+async fn retained_redelivery(version: ProtocolVersion) {
+    let broker = start_broker().await;
+    let (mut publisher, _) = RawClient::start(broker.addr, version, "pub", true).await;
+    let mut retained = publish("kept", QoS::AtLeastOnce, 1, "retained");
+    retained.retain = true;
+    publisher.publish_acked(retained).await;
+    let (mut subscriber, _) = resume(broker.addr, version, "sub").await;
+    subscriber.subscribe_one("kept", QoS::AtLeastOnce).await;
+    let first = subscriber.expect_publish().await;
+    assert!(first.retain);
+    drop(subscriber);
+    let (mut subscriber, session_present) = resume(broker.addr, version, "sub").await;
+    assert!(session_present);
+    // [MQTT-4.4.0-1] a retained message sent on subscribe is an unacknowledged PUBLISH
+    // like any other: resent with its packet id and DUP 1.
+    let again = subscriber.expect_publish().await;
+    assert!(again.dup);
+    assert_eq!(
+        (again.packet_id, &again.payload),
+        (first.packet_id, &first.payload)
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn unacknowledged_retained_message_is_resent_after_reconnect_v4() {
+    retained_redelivery(V4).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_retained_message_is_resent_after_reconnect_v5() {
+    retained_redelivery(V5).await;
+}
