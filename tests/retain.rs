@@ -255,3 +255,34 @@ async fn retained_message_reaches_a_real_client_on_subscribe_v5() {
     assert_eq!(&got.payload[..], b"21.5");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn retained_message_carries_the_subscription_identifier_v5() {
+    let broker = start_broker().await;
+    let (mut publisher, _) = RawClient::start(broker.addr, V5, "pub", true).await;
+    publisher
+        .publish_acked(retained("id/t", QoS::AtMostOnce, 0, "r"))
+        .await;
+    let (mut subscriber, _) = RawClient::start(broker.addr, V5, "sub", true).await;
+    let mut subscribe = subscribe_packet(1, &[("id/#", at(QoS::AtMostOnce))]);
+    subscribe.properties.subscription_identifiers = vec![7];
+    subscriber.subscribe(subscribe).await;
+    // [MQTT-3.3.4-3] sent as a result of that subscription: its identifier comes along.
+    let got = subscriber.expect_publish().await;
+    assert_eq!(got.properties.subscription_identifiers, [7]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn shared_subscription_gets_no_retained_messages_on_subscribe_v5() {
+    let broker = start_broker().await;
+    let (mut publisher, _) = RawClient::start(broker.addr, V5, "pub", true).await;
+    publisher
+        .publish_acked(retained("sh/t", QoS::AtMostOnce, 0, "r"))
+        .await;
+    let (mut member, _) = RawClient::start(broker.addr, V5, "member", true).await;
+    member.subscribe_one("$share/g/sh/#", QoS::AtMostOnce).await;
+    // MQTT 5.0 §4.8.2: retained messages are not sent for a shared subscription.
+    member.expect_silence(QUIET).await;
+    broker.stop().await;
+}
