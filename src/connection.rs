@@ -186,6 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn attach(&mut self, negotiated: &Negotiated, link: Link) -> (Arc<ClientSlot>, bool) {
         let client_id = &negotiated.client_id;
         let (slot, previous) = self.broker.registry().attach(client_id, link);
+        let mut is_stale = false;
         let mut had_session = match previous {
             Previous::Nothing => false,
             Previous::Offline { will } => {
@@ -207,17 +208,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 {
                     tracing::warn!("the previous connection did not let go of the session in time");
                 }
-                // A session that ended with its connection leaves nothing to resume,
-                // but its subscriptions must still go ([MQTT-3.1.2-6]).
-                if !old.is_persistent {
-                    if let Err(error) = self.broker.end_session(client_id) {
-                        tracing::error!(%error, "could not discard the previous session");
-                    }
-                }
+                // [MQTT-3.1.2-6] a clean session ended with that connection, which does
+                // not clean up after a takeover: its subscriptions are discarded below.
+                is_stale = !old.is_persistent;
                 old.is_persistent
             }
         };
-        if had_session && negotiated.clean_start {
+        if (had_session && negotiated.clean_start) || is_stale {
             // [MQTT-3.1.2-4] Clean Start discards any existing session.
             if let Err(error) = self.broker.end_session(client_id) {
                 tracing::error!(%error, "could not discard the previous session");
@@ -292,8 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let _ = self.flush().await;
                         // [MQTT-3.1.4-3] the old connection's will is published, unless a
                         // will delay lets the continued session cancel it.
-                        let keep_back = is_session_continued && session.will_delay().is_some_and(|d| !d.is_zero());
-                        if let Some(will) = session.take_will(Instant::now()).filter(|_| !keep_back) {
+                        if let Some(will) = session.take_over(is_session_continued, Instant::now()) {
                             self.publish_will(session.client_id(), will);
                         }
                         let _ = done.send(());

@@ -265,15 +265,15 @@ impl Session {
         }
     }
 
-    /// Takes the will, published at `now` whatever its delay: a takeover that ends
-    /// the session publishes it at once.
-    pub fn take_will(&mut self, now: Instant) -> Option<Arc<Message>> {
-        self.will.take().map(|will| Arc::new(will.to_message(now)))
-    }
-
-    /// The will's delay, if it has one (a takeover that continues the session keeps such a will back).
-    pub fn will_delay(&self) -> Option<Duration> {
-        self.will.as_ref().map(|will| will.delay)
+    /// Another connection took the session over ([MQTT-3.1.4-3]): the will to publish
+    /// now, if any. A continued session cancels a delayed will, and a session that ends
+    /// here (Clean Start) publishes it at once, whatever its delay ([MQTT-3.1.3-9]).
+    pub fn take_over(&mut self, is_session_continued: bool, now: Instant) -> Option<Arc<Message>> {
+        let will = self.will.take()?;
+        if is_session_continued && !will.delay.is_zero() {
+            return None;
+        }
+        Some(Arc::new(will.to_message(now)))
     }
 }
 
