@@ -190,7 +190,11 @@ impl Config {
     ) -> Result<Config, Error> {
         let mut document: toml::Table = toml::from_str(text)?;
         for (name, value) in env {
-            let Some(path) = name.strip_prefix("ROOKERY_") else {
+            // Only `SECTION__KEY` names are overrides: `ROOKERY_LOG` and friends are not.
+            let Some(path) = name
+                .strip_prefix("ROOKERY_")
+                .filter(|path| path.contains("__"))
+            else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -283,6 +287,7 @@ mod tests {
             ),
             ("ROOKERY_STORAGE__DIR".to_string(), "/tmp/x".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
+            ("ROOKERY_LOG".to_string(), "debug".to_string()),
         ];
         let config = Config::parse(text, env).unwrap();
         assert_eq!(config.listeners[0].bind.port(), 1884);
