@@ -111,8 +111,8 @@ impl Default for StorageConfig {
 pub struct Limits {
     /// Largest packet accepted or sent, fixed header included, in bytes.
     pub max_packet_size: u32,
-    /// Outbound QoS 1/2 messages awaiting acknowledgement per 3.x client (v5 clients
-    /// announce their own Receive Maximum).
+    /// Outbound QoS 1/2 messages awaiting acknowledgement per client; a v5 client's
+    /// Receive Maximum lowers it further.
     pub max_inflight: u16,
     /// Inbound QoS 1/2 messages a v5 client may have unacknowledged: our Receive Maximum.
     pub receive_maximum: u16,

@@ -121,7 +121,7 @@ pub struct Negotiated {
     pub is_session_expiry_overridden: bool,
     /// The will, if any.
     pub will: Option<WillMessage>,
-    /// The client's Receive Maximum, or our max_inflight for 3.x.
+    /// The outbound window: `max_inflight`, capped by a v5 client's Receive Maximum.
     pub client_receive_maximum: u16,
     /// The client's Maximum Packet Size, if it set one.
     pub client_max_packet_size: Option<u32>,
@@ -188,11 +188,12 @@ pub fn negotiate(
         session_expiry,
         is_session_expiry_overridden: session_expiry != asked_expiry,
         will,
-        client_receive_maximum: if version.is_v5() {
-            properties.receive_maximum.unwrap_or(u16::MAX)
-        } else {
-            limits.max_inflight
-        },
+        // Our window is `max_inflight` for every client, never more than a v5
+        // client's Receive Maximum ([MQTT-3.3.4-7]).
+        client_receive_maximum: properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(limits.max_inflight),
         client_max_packet_size: properties.maximum_packet_size,
         username: connect.username.as_ref().map(|name| name.to_string()),
     })

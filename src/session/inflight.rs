@@ -4,7 +4,9 @@
 //! It knows nothing about topics or storage; the session mirrors each change of a
 //! persistent delivery to storage.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::protocol::PacketId;
 use crate::storage::Delivery;
@@ -84,10 +86,13 @@ impl Outbound {
 
     /// PUBACK: the QoS 1 delivery is done.
     pub fn acknowledge(&mut self, packet_id: PacketId) -> Option<InFlight> {
-        match self.window.get(&packet_id) {
-            Some(entry) if entry.phase == Phase::Published => self.window.remove(&packet_id),
-            _ => None,
+        let entry = self.window.remove(&packet_id)?;
+        if entry.phase == Phase::Published {
+            return Some(entry);
         }
+        // A PUBACK for a QoS 2 message in the release phase: keep waiting for PUBCOMP.
+        self.window.insert(packet_id, entry);
+        None
     }
 
     /// PUBREC: the QoS 2 delivery moves to the release phase. Returns it, or `None`
@@ -101,10 +106,12 @@ impl Outbound {
 
     /// PUBCOMP: the QoS 2 delivery is done.
     pub fn complete(&mut self, packet_id: PacketId) -> Option<InFlight> {
-        match self.window.get(&packet_id) {
-            Some(entry) if entry.phase == Phase::Released => self.window.remove(&packet_id),
-            _ => None,
+        let entry = self.window.remove(&packet_id)?;
+        if entry.phase == Phase::Released {
+            return Some(entry);
         }
+        self.window.insert(packet_id, entry);
+        None
     }
 
     /// Drops a delivery whatever its phase (a PUBREC with an error reason ends a QoS 2 flow).
