@@ -4,6 +4,7 @@
 //! At most `concurrency` handshakes are in progress at once: an unbounded burst
 //! only overflows the listen backlog and measures SYN retransmission timers.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,13 +26,26 @@ pub struct Outcome {
     pub broker_rss_kib: Option<(u64, u64)>,
 }
 
-pub async fn run(
-    target: &Target,
-    connections: usize,
-    concurrency: usize,
-    hold: Duration,
-    broker_pid: Option<u32>,
-) -> Outcome {
+/// How the scenario runs.
+#[derive(Clone, Copy)]
+pub struct Settings {
+    pub connections: usize,
+    /// Handshakes in progress at most.
+    pub concurrency: usize,
+    pub hold: Duration,
+    /// Loopback source addresses to spread connections over (1: the kernel's choice).
+    pub source_ips: u8,
+    pub broker_pid: Option<u32>,
+}
+
+pub async fn run(target: &Target, settings: &Settings) -> Outcome {
+    let Settings {
+        connections,
+        concurrency,
+        hold,
+        source_ips,
+        broker_pid,
+    } = *settings;
     let baseline = broker_pid.and_then(procfs::rss_kib);
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let (done_tx, mut done_rx) = mpsc::channel(1024);
@@ -46,7 +60,9 @@ pub async fn run(
         tasks.spawn(async move {
             let permit = permits.acquire_owned().await;
             let client_id = format!("{}-c{index}", target.client_prefix);
-            let connected = Conn::connect(target.addr, target.version, &client_id, 256).await;
+            let source = (source_ips > 1).then(|| source_ip(index, source_ips));
+            let connected =
+                Conn::connect_from(source, target.addr, target.version, &client_id, 256).await;
             drop(permit);
             let mut conn = match connected {
                 Ok((conn, _)) => conn,
@@ -90,4 +106,10 @@ pub async fn run(
     let _ = release_tx.send(true);
     while tasks.join_next().await.is_some() {}
     outcome
+}
+
+/// 127.0.0.1, 127.0.0.2, …: every 127/8 address reaches a broker on loopback.
+fn source_ip(index: usize, source_ips: u8) -> IpAddr {
+    let host = 1 + (index % usize::from(source_ips)) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))
 }

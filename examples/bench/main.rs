@@ -23,7 +23,7 @@ mod subscriber;
 mod traffic;
 mod wire;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -79,6 +79,12 @@ struct Args {
     /// conn: how long to hold the connections open.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     hold: Duration,
+    /// conn: spread connections over this many loopback source addresses
+    /// (127.0.0.1, .2, …); beyond ~14k connections from one address the kernel's
+    /// ephemeral-port search, not the broker, limits the connect rate.
+    /// Default: 4 for a 127.x broker, else 1 (the kernel picks).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=254))]
+    source_ips: Option<u8>,
     /// After publishing, wait at most this long without a new delivery.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     drain: Duration,
@@ -239,14 +245,17 @@ async fn run_traffic(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 async fn run_idle(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let target = target(args)?;
     let cpu_before = procfs::cpu_seconds(None).unwrap_or(0.0);
-    let outcome = idle::run(
-        &target,
-        args.connections,
-        args.concurrency,
-        args.hold,
-        args.broker_pid,
-    )
-    .await;
+    let settings = idle::Settings {
+        connections: args.connections,
+        concurrency: args.concurrency,
+        hold: args.hold,
+        source_ips: args.source_ips.unwrap_or(match target.addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => 4,
+            _ => 1,
+        }),
+        broker_pid: args.broker_pid,
+    };
+    let outcome = idle::run(&target, &settings).await;
     report.bench_cpu_s = procfs::cpu_seconds(None).unwrap_or(0.0) - cpu_before;
     report.duration_s = outcome.connect_secs;
     report.connections = Some(outcome.connected);

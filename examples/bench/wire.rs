@@ -5,7 +5,7 @@
 //! packet off the read buffer, and once the packet is dropped `reserve` reclaims the
 //! space, so the steady state allocates nothing per message.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,7 +15,7 @@ use rookery::protocol::{
     decode, encode, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Far above anything a benchmark broker sends us; guards against garbage only.
 const MAX_PACKET_SIZE: usize = 1 << 20;
@@ -42,7 +42,20 @@ impl Conn {
         client_id: &str,
         read_chunk: usize,
     ) -> anyhow::Result<(Conn, ConnAck)> {
-        let stream = TcpStream::connect(addr)
+        Conn::connect_from(None, addr, version, client_id, read_chunk).await
+    }
+
+    /// [`Conn::connect`] from a chosen local address: each source address has its
+    /// own ephemeral ports, so tens of thousands of connections to one broker port
+    /// do not make the kernel search a nearly full port range on every connect.
+    pub async fn connect_from(
+        source: Option<IpAddr>,
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        read_chunk: usize,
+    ) -> anyhow::Result<(Conn, ConnAck)> {
+        let stream = open(source, addr)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
@@ -160,4 +173,16 @@ impl Conn {
         self.read = BytesMut::new();
         self.write = BytesMut::new();
     }
+}
+
+async fn open(source: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
