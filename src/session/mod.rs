@@ -71,7 +71,10 @@ pub struct Session {
     last_packet_at: Instant,
     will: Option<WillMessage>,
     /// Inbound topic aliases; index = alias - 1.
+    /// Grown on first use, so a client that never uses aliases pays nothing.
     topic_aliases: Vec<Option<TopicName>>,
+    /// Our Topic Alias Maximum.
+    topic_alias_maximum: u16,
     /// Inbound QoS 2 packet ids whose PUBREL has not arrived ([MQTT-4.3.3-9]).
     incoming: HashSet<PacketId>,
     outbound: Outbound,
@@ -98,7 +101,8 @@ impl Session {
             keep_alive: negotiated.keep_alive,
             last_packet_at: now,
             will: negotiated.will.clone(),
-            topic_aliases: vec![None; usize::from(broker.limits().topic_alias_maximum)],
+            topic_aliases: Vec::new(),
+            topic_alias_maximum: broker.limits().topic_alias_maximum,
             incoming: HashSet::new(),
             outbound: Outbound::new(negotiated.client_receive_maximum),
             replayed_seqs: HashSet::new(),

@@ -98,9 +98,16 @@ impl Session {
             return Ok(TopicName::new(publish.topic.clone())?);
         };
         // [MQTT-3.3.2-8], [MQTT-3.3.2-9] alias 0, or above our maximum, is an error.
-        let slot = usize::from(alias)
-            .checked_sub(1)
-            .and_then(|index| self.topic_aliases.get_mut(index))
+        if alias == 0 || alias > self.topic_alias_maximum {
+            return Err(protocol::Error::TopicAliasInvalid.into());
+        }
+        let index = usize::from(alias - 1);
+        if self.topic_aliases.len() <= index {
+            self.topic_aliases.resize(index + 1, None);
+        }
+        let slot = self
+            .topic_aliases
+            .get_mut(index)
             .ok_or(protocol::Error::TopicAliasInvalid)?;
         if publish.topic.is_empty() {
             return slot.clone().ok_or_else(|| {
