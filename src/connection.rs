@@ -25,8 +25,9 @@ use crate::storage::Delivery;
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
 const DELIVERIES_PER_TURN: usize = 256;
-/// Bytes reserved in the read buffer before each read.
-const READ_CHUNK: usize = 4096;
+/// Smallest and largest read, in bytes (see `Connection::adapt_read_size`).
+const MIN_READ: usize = 128;
+const MAX_READ: usize = 64 * 1024;
 /// How long a takeover waits for the old connection to let go of the session.
 const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -61,6 +62,7 @@ where
     let mut connection = Connection {
         stream,
         read_buf: BytesMut::new(),
+        read_size: 1024,
         out: Outbox::new(ProtocolVersion::V3_1_1),
         broker: broker.clone(),
     };
@@ -75,6 +77,7 @@ where
 struct Connection<S> {
     stream: S,
     read_buf: BytesMut,
+    read_size: usize,
     out: Outbox,
     broker: Arc<Broker>,
 }
@@ -162,7 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Some(_) => return Err(protocol::Error::Protocol("first packet is not CONNECT")),
                 None => {}
             }
-            self.read_buf.reserve(READ_CHUNK);
+            self.read_buf.reserve(self.read_size);
             match self.stream.read_buf(&mut self.read_buf).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
@@ -234,6 +237,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ) -> Ending {
         let max = self.broker.limits().max_packet_size as usize;
         let broker = self.broker.clone();
+        let keep_alive = sleep_until(session.next_deadline(Instant::now()).into());
+        tokio::pin!(keep_alive);
         loop {
             let sent = session.take_sent_count();
             if sent > 0 {
@@ -246,13 +251,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 debug!(%error, "write failed");
                 return Ending::Lost;
             }
-            let deadline = session.next_deadline(Instant::now());
-            self.read_buf.reserve(READ_CHUNK);
+            self.read_buf.reserve(self.read_size);
             tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => {
                     match read {
                         Ok(0) | Err(_) => return Ending::Lost,
-                        Ok(_) => {}
+                        Ok(n) => self.adapt_read_size(n),
                     }
                     let now = Instant::now();
                     loop {
@@ -296,20 +300,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         return Ending::TakenOver;
                     }
                 },
-                () = sleep_until(deadline.into()) => {
-                    if let Err(error) = session.on_tick(Instant::now()) {
+                () = &mut keep_alive => {
+                    let now = Instant::now();
+                    if let Err(error) = session.on_tick(now) {
                         return Ending::Violation(error);
                     }
+                    // Packets since the timer was set moved the deadline: re-arm once
+                    // per keep-alive period instead of once per packet.
+                    keep_alive.as_mut().reset(session.next_deadline(now).into());
                 }
                 () = shutdown.cancelled() => return Ending::Shutdown,
             }
         }
     }
 
-    /// Frees the read buffer of an idle connection, so that thousands of idle
-    /// clients hold no buffers.
+    /// Sizes the next read from the last one: doubling while reads fill the buffer
+    /// (a busy publisher gets few, large reads), halving while they are small (an
+    /// idle client holds a small buffer).
+    fn adapt_read_size(&mut self, read: usize) {
+        if read >= self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if read <= self.read_size / 8 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+    }
+
+    /// Frees a read buffer much larger than the reads need: thousands of idle
+    /// clients then hold almost nothing.
     fn shrink_read_buffer(&mut self) {
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 64 * 1024 {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * self.read_size {
             self.read_buf = BytesMut::new();
         }
     }
