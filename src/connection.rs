@@ -20,7 +20,7 @@ use tracing::{debug, info_span, Instrument};
 use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
 use crate::broker::Broker;
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
-use crate::session::{self, connect, Flow, Negotiated, Outbox, Session};
+use crate::session::{self, access, connect, Flow, Negotiated, Outbox, Peer, Session};
 use crate::storage::Delivery;
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
@@ -48,6 +48,14 @@ pub async fn run<S>(stream: S, broker: Arc<Broker>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    run_with(stream, Peer::default(), broker, shutdown).await;
+}
+
+/// [`run`] for a client the transport knows something about (a TLS client certificate).
+pub async fn run_with<S>(stream: S, peer: Peer, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     broker
         .metrics()
         .connections_current
@@ -61,6 +69,7 @@ where
         read_buf: BytesMut::new(),
         out: Outbox::new(ProtocolVersion::V3_1_1),
         broker: broker.clone(),
+        peer,
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
@@ -75,6 +84,7 @@ struct Connection<S> {
     read_buf: BytesMut,
     out: Outbox,
     broker: Arc<Broker>,
+    peer: Peer,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -101,18 +111,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         };
         self.out.set_version(connect.version);
-        let negotiated = match connect::negotiate(
-            &connect,
-            self.broker.limits(),
-            self.broker.session_config(),
-        ) {
-            Ok(negotiated) => negotiated,
-            Err(reason) => {
-                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
-                self.refuse(connect.version, reason).await;
-                return;
-            }
-        };
+        let negotiated =
+            match connect::negotiate(&connect, self.broker.limits(), self.broker.session_config())
+                .and_then(|negotiated| {
+                    access::admit(
+                        &connect,
+                        negotiated,
+                        &self.peer,
+                        &self.broker.authenticator(),
+                    )
+                }) {
+                Ok(negotiated) => negotiated,
+                Err(reason) => {
+                    debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                    self.refuse(connect.version, reason).await;
+                    return;
+                }
+            };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());
         if let Some(max) = negotiated.client_max_packet_size {
             self.out
