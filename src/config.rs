@@ -399,6 +399,48 @@ mod tests {
     }
 
     #[test]
+    fn mtls_example_config_parses() {
+        let config = Config::parse(include_str!("../config/mtls.toml"), []).unwrap();
+        let kinds: Vec<ListenerKind> = config.listeners.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [ListenerKind::Tls, ListenerKind::Wss, ListenerKind::Tcp]
+        );
+        assert!(config.listeners[0].identity_as_username);
+        assert_eq!(config.listeners[1].path, "/mqtt");
+        assert!(!config.auth.is_anonymous_allowed());
+    }
+
+    #[test]
+    fn tls_listeners_need_their_files() {
+        let tls = "[[listeners]]\nkind = \"tls\"\ncert = \"c\"\nkey = \"k\"\n";
+        assert!(Config::parse(tls, []).is_ok());
+        assert!(Config::parse("[[listeners]]\nkind = \"wss\"\ncert = \"c\"\n", []).is_err());
+        // TLS options on a plain listener are refused rather than ignored.
+        assert!(Config::parse("[[listeners]]\ncert = \"c\"\nkey = \"k\"\n", []).is_err());
+        let mtls_without_ca = format!("{tls}require_client_cert = true\n");
+        assert!(Config::parse(&mtls_without_ca, []).is_err());
+        let identity_without_mtls =
+            format!("{tls}client_ca = \"ca\"\nidentity_as_username = true\n");
+        assert!(Config::parse(&identity_without_mtls, []).is_err());
+        assert!(Config::parse(&format!("{tls}min_tls_version = \"1.1\"\n"), []).is_err());
+        assert!(Config::parse("[[listeners]]\nkind = \"ws\"\npath = \"mqtt\"\n", []).is_err());
+    }
+
+    #[test]
+    fn anonymous_access_defaults_to_open_only_without_a_password_file() {
+        assert!(AuthConfig::default().is_anonymous_allowed());
+        let closed = Config::parse("[auth]\npassword_file = \"p\"\n", []).unwrap();
+        assert!(!closed.auth.is_anonymous_allowed());
+        let open = Config::parse(
+            "[auth]\npassword_file = \"p\"\nallow_anonymous = true\n",
+            [],
+        )
+        .unwrap();
+        assert!(open.auth.is_anonymous_allowed());
+    }
+
+    #[test]
     fn invalid_limits_are_rejected() {
         assert!(Config::parse("[limits]\nmax_inflight = 0\n", []).is_err());
         assert!(Config::parse("listeners = []\n", []).is_err());

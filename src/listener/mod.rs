@@ -1,9 +1,9 @@
 //! Listening sockets: accept with backoff, enforce the connection limit, and spawn
-//! one [`connection::run`] task per client. No MQTT is parsed here.
+//! one [`connection::run`](crate::connection::run) task per client. No MQTT is parsed here.
 //!
 //! [`Server`] takes listeners that are already bound, so tests and embedders can
 //! bind `127.0.0.1:0` and ask which port they got (mini-redis's `server::run`).
-//! What each listener speaks (TCP, TLS, WebSocket) is in [`transport`]; reloading
+//! What each listener speaks (TCP, TLS, WebSocket) is in `transport.rs`; reloading
 //! certificates and auth files is in [`reload`].
 
 pub mod reload;

@@ -32,6 +32,7 @@ pub async fn accept<S>(stream: S, path: &str, max_message_size: usize) -> io::Re
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    #[allow(clippy::result_large_err)] // The signature is tungstenite's callback type.
     let upgrade = |request: &Request, response: Response| upgrade(path, request, response);
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message_size))

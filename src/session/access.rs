@@ -85,3 +85,91 @@ impl Session {
         is_allowed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AclFile, PasswordFile};
+    use crate::config::{Limits, SessionConfig};
+    use crate::protocol::{Properties, ProtocolVersion, QoS, Will};
+    use bytestring::ByteString;
+
+    const PASSWORDS: &str = include_str!("../../tests/fixtures/passwords");
+
+    fn connect(username: Option<&str>, password: Option<&str>, will: Option<&str>) -> Connect {
+        Connect {
+            version: ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: ByteString::from("c1"),
+            will: will.map(|topic| Will {
+                topic: ByteString::from(topic),
+                payload: bytes::Bytes::new(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Properties::default(),
+            }),
+            username: username.map(ByteString::from),
+            password: password.map(|p| bytes::Bytes::copy_from_slice(p.as_bytes())),
+            properties: Properties::default(),
+        }
+    }
+
+    fn run(connect: &Connect, peer: &Peer) -> Result<Option<String>, ReasonCode> {
+        let authenticator = Authenticator::new(
+            false,
+            Some(PasswordFile::parse(PASSWORDS).unwrap()),
+            Some(AclFile::parse("pattern write wills/%u\n").unwrap()),
+        );
+        let negotiated = super::super::connect::negotiate(
+            connect,
+            &Limits::default(),
+            &SessionConfig::default(),
+        )
+        .unwrap();
+        admit(connect, negotiated, peer, &authenticator).map(|negotiated| negotiated.username)
+    }
+
+    #[test]
+    fn password_decides_without_a_certificate_identity() {
+        let peer = Peer::default();
+        let ok = connect(Some("alice"), Some("wonderland"), None);
+        assert_eq!(run(&ok, &peer), Ok(Some("alice".to_string())));
+        let wrong = connect(Some("alice"), Some("x"), None);
+        assert_eq!(
+            run(&wrong, &peer),
+            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+        );
+        let anonymous = connect(None, None, None);
+        assert_eq!(run(&anonymous, &peer), Err(ReasonCode::NOT_AUTHORIZED));
+    }
+
+    #[test]
+    fn certificate_name_replaces_the_username_and_skips_the_password() {
+        let peer = Peer {
+            certificate_name: Some("device-1".to_string()),
+            is_name_username: true,
+        };
+        let connect = connect(Some("alice"), Some("wrong"), None);
+        assert_eq!(run(&connect, &peer), Ok(Some("device-1".to_string())));
+    }
+
+    #[test]
+    fn certificate_without_a_name_is_not_authorized() {
+        let peer = Peer {
+            certificate_name: None,
+            is_name_username: true,
+        };
+        let connect = connect(None, None, None);
+        assert_eq!(run(&connect, &peer), Err(ReasonCode::NOT_AUTHORIZED));
+    }
+
+    #[test]
+    fn will_topic_needs_write_access() {
+        let peer = Peer::default();
+        let own = connect(Some("alice"), Some("wonderland"), Some("wills/alice"));
+        assert!(run(&own, &peer).is_ok());
+        let other = connect(Some("alice"), Some("wonderland"), Some("wills/bob"));
+        assert_eq!(run(&other, &peer), Err(ReasonCode::NOT_AUTHORIZED));
+    }
+}
