@@ -128,6 +128,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let inner = &mut self.get_mut().inner;
         ready!(Pin::new(&mut *inner).poll_ready(cx)).map_err(into_io)?;
         let frame = Message::Binary(Bytes::copy_from_slice(buf));
