@@ -111,23 +111,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         };
         self.out.set_version(connect.version);
-        let negotiated =
-            match connect::negotiate(&connect, self.broker.limits(), self.broker.session_config())
-                .and_then(|negotiated| {
-                    access::admit(
-                        &connect,
-                        negotiated,
-                        &self.peer,
-                        &self.broker.authenticator(),
-                    )
-                }) {
-                Ok(negotiated) => negotiated,
-                Err(reason) => {
-                    debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
-                    self.refuse(connect.version, reason).await;
-                    return;
-                }
-            };
+        let negotiated = match connect::negotiate(
+            &connect,
+            self.broker.limits(),
+            self.broker.session_config(),
+        ) {
+            Ok(negotiated) => negotiated,
+            Err(reason) => {
+                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                self.refuse(connect.version, reason).await;
+                return;
+            }
+        };
+        let authenticator = self.broker.authenticator();
+        let negotiated = match access::admit(&connect, negotiated, &self.peer, &authenticator) {
+            Ok(negotiated) => negotiated,
+            Err(reason) => {
+                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused by auth");
+                self.refuse(connect.version, reason).await;
+                return;
+            }
+        };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());
         if let Some(max) = negotiated.client_max_packet_size {
             self.out
