@@ -46,6 +46,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The `$SYS` topics.
     pub metrics: MetricsConfig,
+    /// Who may connect and what they may do.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             limits: Limits::default(),
             session: SessionConfig::default(),
             metrics: MetricsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -67,9 +70,40 @@ pub enum ListenerKind {
     /// Plain MQTT over TCP.
     #[default]
     Tcp,
+    /// MQTT over TLS (needs `cert` and `key`).
+    Tls,
+    /// MQTT over WebSocket (subprotocol `mqtt`, binary frames).
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
 }
 
-/// One listening socket.
+impl ListenerKind {
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    /// Whether the listener speaks WebSocket.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+/// The oldest TLS version a listener accepts.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// One listening socket. The TLS keys apply to `tls` and `wss` listeners, `path` to
+/// `ws` and `wss`; `validate` refuses them elsewhere rather than ignoring them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerConfig {
@@ -77,6 +111,28 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Transport.
     pub kind: ListenerKind,
+    /// PEM server certificate chain, leaf first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// PEM bundle of the CAs that client certificates must chain to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (mutual TLS); needs `client_ca`.
+    /// Without it, a certificate is checked if the client offers one.
+    pub require_client_cert: bool,
+    /// PEM certificate revocation lists for client certificates; needs `client_ca`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
+    /// Oldest TLS version accepted: `"1.2"` or `"1.3"`.
+    pub min_tls_version: TlsVersion,
+    /// The client certificate's Common Name becomes the username and the password
+    /// is not checked (mosquitto's `use_identity_as_username`); needs `require_client_cert`.
+    pub identity_as_username: bool,
+    /// HTTP path of a `ws`/`wss` listener.
+    pub path: String,
 }
 
 impl Default for ListenerConfig {
@@ -84,7 +140,69 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             kind: ListenerKind::Tcp,
+            cert: None,
+            key: None,
+            client_ca: None,
+            require_client_cert: false,
+            crl: None,
+            min_tls_version: TlsVersion::default(),
+            identity_as_username: false,
+            path: "/mqtt".to_string(),
         }
+    }
+}
+
+impl ListenerConfig {
+    fn validate(&self) -> Result<(), Error> {
+        let invalid =
+            |reason: &str| Err(Error::Invalid(format!("listener {}: {reason}", self.bind)));
+        let has_tls_options = self.cert.is_some()
+            || self.key.is_some()
+            || self.client_ca.is_some()
+            || self.crl.is_some()
+            || self.require_client_cert
+            || self.identity_as_username;
+        if !self.kind.is_tls() && has_tls_options {
+            return invalid("TLS options need kind = \"tls\" or \"wss\"");
+        }
+        if self.kind.is_tls() && (self.cert.is_none() || self.key.is_none()) {
+            return invalid("a TLS listener needs `cert` and `key`");
+        }
+        if (self.require_client_cert || self.crl.is_some()) && self.client_ca.is_none() {
+            return invalid("`require_client_cert` and `crl` need `client_ca`");
+        }
+        if self.identity_as_username && !self.require_client_cert {
+            return invalid("`identity_as_username` needs `require_client_cert = true`");
+        }
+        if !self.path.starts_with('/') {
+            return invalid("`path` must start with `/`");
+        }
+        Ok(())
+    }
+}
+
+/// Authentication and authorization, with mosquitto's file formats.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether clients without a username may connect. Unset: allowed exactly when
+    /// there is no `password_file`, so a fresh broker is open and adding a password
+    /// file closes it (mosquitto 2 also refuses anonymous clients by default, but
+    /// only on non-local listeners).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// Mosquitto password file (`user:$7$…`, `$6$`, `$argon2id$`; `rookery passwd` writes one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto ACL file; without one, every client that may connect may do anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// `allow_anonymous`, with its default applied.
+    pub fn is_anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
     }
 }
 
@@ -223,6 +341,9 @@ impl Config {
         if self.listeners.is_empty() {
             return Err(Error::Invalid("at least one listener is needed".into()));
         }
+        for listener in &self.listeners {
+            listener.validate()?;
+        }
         if self.limits.max_packet_size < 128 {
             return Err(Error::Invalid(
                 "limits.max_packet_size must be at least 128 bytes".into(),
@@ -300,6 +421,48 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(Config::parse("[limits]\nmax_inflite = 3\n", []).is_err());
+    }
+
+    #[test]
+    fn mtls_example_config_parses() {
+        let config = Config::parse(include_str!("../config/mtls.toml"), []).unwrap();
+        let kinds: Vec<ListenerKind> = config.listeners.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [ListenerKind::Tls, ListenerKind::Wss, ListenerKind::Tcp]
+        );
+        assert!(config.listeners[0].identity_as_username);
+        assert_eq!(config.listeners[1].path, "/mqtt");
+        assert!(!config.auth.is_anonymous_allowed());
+    }
+
+    #[test]
+    fn tls_listeners_need_their_files() {
+        let tls = "[[listeners]]\nkind = \"tls\"\ncert = \"c\"\nkey = \"k\"\n";
+        assert!(Config::parse(tls, []).is_ok());
+        assert!(Config::parse("[[listeners]]\nkind = \"wss\"\ncert = \"c\"\n", []).is_err());
+        // TLS options on a plain listener are refused rather than ignored.
+        assert!(Config::parse("[[listeners]]\ncert = \"c\"\nkey = \"k\"\n", []).is_err());
+        let mtls_without_ca = format!("{tls}require_client_cert = true\n");
+        assert!(Config::parse(&mtls_without_ca, []).is_err());
+        let identity_without_mtls =
+            format!("{tls}client_ca = \"ca\"\nidentity_as_username = true\n");
+        assert!(Config::parse(&identity_without_mtls, []).is_err());
+        assert!(Config::parse(&format!("{tls}min_tls_version = \"1.1\"\n"), []).is_err());
+        assert!(Config::parse("[[listeners]]\nkind = \"ws\"\npath = \"mqtt\"\n", []).is_err());
+    }
+
+    #[test]
+    fn anonymous_access_defaults_to_open_only_without_a_password_file() {
+        assert!(AuthConfig::default().is_anonymous_allowed());
+        let closed = Config::parse("[auth]\npassword_file = \"p\"\n", []).unwrap();
+        assert!(!closed.auth.is_anonymous_allowed());
+        let open = Config::parse(
+            "[auth]\npassword_file = \"p\"\nallow_anonymous = true\n",
+            [],
+        )
+        .unwrap();
+        assert!(open.auth.is_anonymous_allowed());
     }
 
     #[test]

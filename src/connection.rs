@@ -20,7 +20,7 @@ use tracing::{debug, info_span, Instrument};
 use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
 use crate::broker::Broker;
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
-use crate::session::{self, connect, Flow, Negotiated, Outbox, Session};
+use crate::session::{self, access, connect, Flow, Negotiated, Outbox, Peer, Session};
 use crate::storage::Delivery;
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
@@ -51,6 +51,14 @@ pub async fn run<S>(stream: S, broker: Arc<Broker>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    run_with(stream, Peer::default(), broker, shutdown).await;
+}
+
+/// [`run`] for a client the transport knows something about (a TLS client certificate).
+pub async fn run_with<S>(stream: S, peer: Peer, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     broker
         .metrics()
         .connections_current
@@ -65,6 +73,7 @@ where
         read_size: 1024,
         out: Outbox::new(ProtocolVersion::V3_1_1),
         broker: broker.clone(),
+        peer,
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
@@ -80,6 +89,7 @@ struct Connection<S> {
     read_size: usize,
     out: Outbox,
     broker: Arc<Broker>,
+    peer: Peer,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -114,6 +124,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(negotiated) => negotiated,
             Err(reason) => {
                 debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                self.refuse(connect.version, reason).await;
+                return;
+            }
+        };
+        let authenticator = self.broker.authenticator();
+        let negotiated = match access::admit(&connect, negotiated, &self.peer, &authenticator) {
+            Ok(negotiated) => negotiated,
+            Err(reason) => {
+                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused by auth");
                 self.refuse(connect.version, reason).await;
                 return;
             }

@@ -1,7 +1,7 @@
 //! Rookery: an MQTT 3.1, 3.1.1 and 5.0 broker.
 //!
 //! ```text
-//! listener (tcp)                          accept, connection limit
+//! listener (tcp | tls | ws | wss)        accept, connection limit, TLS and WebSocket handshakes
 //!   └─ connection task (1 per client)     bytes ⇄ Packet, select! loop, keep-alive, shutdown
 //!        └─ Session (sync state machine)  MQTT rules: CONNECT, SUBSCRIBE, PUBLISH, QoS 1/2, will
 //!             └─ Broker (Arc, shared)     router (trie + $share) · retained · registry (who is where)

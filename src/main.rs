@@ -1,10 +1,10 @@
-//! The `rookery` command: run a broker.
+//! The `rookery` command: run a broker, or (`rookery passwd`) edit a password file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use rookery::{Config, Server};
 
 /// mimalloc: the broker allocates many small, short-lived buffers across threads,
@@ -16,6 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (see config/rookery.toml). Without one, the embedded
     /// defaults: 127.0.0.1:1883, data in ./data.
     #[arg(long, short)]
@@ -31,8 +33,15 @@ struct Cli {
     print_config: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add a user to a mosquitto-compatible password file, or change their password.
+    Passwd(passwd::Args),
+}
+
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let env = std::env::vars();
+    // ROOKERY_LOG is the log filter, not a configuration key.
+    let env = std::env::vars().filter(|(name, _)| name != "ROOKERY_LOG");
     let mut config = match &cli.config {
         Some(path) => Config::load(path, env)?,
         None => Config::parse("", env)?,
@@ -56,6 +65,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return passwd::run(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG")
@@ -74,24 +86,114 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let server = Server::bind(config).await?;
-        wait_for_signal().await;
+        wait_for_signal(&server).await;
         tracing::info!("shutting down");
         server.shutdown().await;
         anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal() {
+/// Waits for ctrl-c or SIGTERM; reloads certificates and auth files on SIGHUP.
+async fn wait_for_signal(server: &Server) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
+        if let (Ok(mut terminate), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = terminate.recv() => return,
+                    _ = hangup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        // A failure is logged by the server and keeps the old configuration.
+                        let _ = server.reload();
+                    }
+                }
             }
-            return;
         }
     }
+    let _ = server;
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `rookery passwd`: mosquitto_passwd without installing mosquitto.
+mod passwd {
+    use std::io::{BufRead, IsTerminal};
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{bail, Context};
+    use rookery::auth::{hash_password, set_entry, HashKind};
+
+    #[derive(Debug, clap::Args)]
+    pub struct Args {
+        /// Create the file, replacing any existing one.
+        #[arg(short = 'c')]
+        create: bool,
+        /// Write a `$7$` PBKDF2-SHA512 hash (readable by mosquitto 2.0) instead of argon2id.
+        #[arg(long)]
+        pbkdf2: bool,
+        /// The password. Without it, it is asked for on a terminal, or read as one line from stdin.
+        #[arg(long)]
+        password: Option<String>,
+        /// The password file.
+        file: PathBuf,
+        /// The user to add or update.
+        user: String,
+    }
+
+    pub fn run(args: &Args) -> anyhow::Result<()> {
+        let text = match (args.create, std::fs::read_to_string(&args.file)) {
+            (true, _) => String::new(),
+            (false, Ok(text)) => text,
+            (false, Err(error)) => bail!(
+                "cannot read {}: {error} (use -c to create it)",
+                args.file.display()
+            ),
+        };
+        let password = match &args.password {
+            Some(password) => password.clone(),
+            None => read_password()?,
+        };
+        let kind = match args.pbkdf2 {
+            true => HashKind::Pbkdf2Sha512,
+            false => HashKind::Argon2id,
+        };
+        let updated = set_entry(&text, &args.user, &hash_password(&password, kind))?;
+        write_private(&args.file, &updated)
+    }
+
+    fn read_password() -> anyhow::Result<String> {
+        if std::io::stdin().is_terminal() {
+            let password = rpassword::prompt_password("Password: ")?;
+            if password != rpassword::prompt_password("Reenter password: ")? {
+                bail!("passwords do not match");
+            }
+            return Ok(password);
+        }
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+
+    /// Writes beside the file and renames over it, so a broker watching the file
+    /// never reads half of it; the file is readable by its owner only.
+    fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&temporary)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+            .with_context(|| format!("cannot replace {}", path.display()))
+    }
 }

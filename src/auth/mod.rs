@@ -36,7 +36,7 @@ mod password;
 use std::path::PathBuf;
 
 pub use acl::AclFile;
-pub use password::{hash_password, HashKind, PasswordFile};
+pub use password::{hash_password, set_entry, HashKind, PasswordFile};
 
 /// Why a password or ACL file could not be loaded.
 #[derive(Debug, thiserror::Error)]

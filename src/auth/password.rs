@@ -284,6 +284,38 @@ pub fn hash_password(password: &str, kind: HashKind) -> String {
     }
 }
 
+/// The text of a password file with `username`'s entry set to `hash`: its line
+/// replaced in place if present, appended otherwise. Comments and other users'
+/// lines are kept as they were. Used by `rookery passwd`.
+pub fn set_entry(text: &str, username: &str, hash: &str) -> Result<String, Error> {
+    if username.is_empty() || username.contains(':') || username.contains(char::is_control) {
+        return Err(Error::Parse {
+            line: 0,
+            reason: "a username must be non-empty, without `:` or control characters".to_owned(),
+        });
+    }
+    let entry = format!("{username}:{hash}");
+    let mut is_replaced = false;
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let name = line.split_once(':').map(|(name, _)| name.trim());
+        if name == Some(username) && !line.trim_start().starts_with('#') {
+            if !is_replaced {
+                lines.push(&entry);
+            }
+            is_replaced = true;
+        } else {
+            lines.push(line);
+        }
+    }
+    if !is_replaced {
+        lines.push(&entry);
+    }
+    let mut updated = lines.join("\n");
+    updated.push('\n');
+    Ok(updated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +425,18 @@ mod tests {
         let a = hash_password("same", HashKind::Pbkdf2Sha512);
         let b = hash_password("same", HashKind::Pbkdf2Sha512);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn set_entry_replaces_in_place_and_appends_new_users() {
+        let text = "# users\nalice:old\nbob:keep\n";
+        let updated = set_entry(text, "alice", "new").unwrap();
+        assert_eq!(updated, "# users\nalice:new\nbob:keep\n");
+        let updated = set_entry(&updated, "carol", "hash").unwrap();
+        assert_eq!(updated, "# users\nalice:new\nbob:keep\ncarol:hash\n");
+        assert_eq!(set_entry("", "dave", "h").unwrap(), "dave:h\n");
+        assert!(set_entry("", "a:b", "h").is_err());
+        assert!(set_entry("", "", "h").is_err());
     }
 
     #[test]

@@ -17,8 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
+use crate::auth::{Action, Authenticator, ClientIdentity};
 use crate::config::{Limits, SessionConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, TopicFilter};
@@ -38,6 +40,8 @@ pub struct Broker {
     limits: Limits,
     session_config: SessionConfig,
     next_connection_id: AtomicU64,
+    /// Swapped whole on reload; readers never wait.
+    authenticator: ArcSwap<Authenticator>,
 }
 
 /// What became of a publish.
@@ -61,6 +65,7 @@ impl Broker {
             limits,
             session_config,
             next_connection_id: AtomicU64::new(1),
+            authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
         }
     }
 
@@ -87,6 +92,23 @@ impl Broker {
     /// Sessions and where they are.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The current authentication and ACL policy; everyone may do everything until
+    /// [`Broker::set_authenticator`] is called.
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.authenticator.load_full()
+    }
+
+    /// Replaces the policy (at start-up, and on reload); connected clients are
+    /// checked against the new one from their next packet on.
+    pub fn set_authenticator(&self, authenticator: Arc<Authenticator>) {
+        self.authenticator.store(authenticator);
+    }
+
+    /// Whether the current ACL lets `client` do `action` on `topic`. Lock-free.
+    pub fn authorize(&self, client: &ClientIdentity, action: Action, topic: &str) -> bool {
+        self.authenticator.load().authorize(client, action, topic)
     }
 
     /// A process-unique id for a new connection.

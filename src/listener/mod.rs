@@ -1,10 +1,18 @@
 //! Listening sockets: accept with backoff, enforce the connection limit, and spawn
-//! one [`connection::run`] task per client. No MQTT is parsed here.
+//! one [`connection::run`](crate::connection::run) task per client. No MQTT is parsed here.
 //!
 //! [`Server`] takes listeners that are already bound, so tests and embedders can
 //! bind `127.0.0.1:0` and ask which port they got (mini-redis's `server::run`).
+//! What each listener speaks (TCP, TLS, WebSocket) is in `transport.rs`; reloading
+//! certificates and auth files is in [`reload`].
+
+pub mod reload;
+pub mod tls;
+mod transport;
+pub mod ws;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +24,10 @@ use tracing::{debug, error, info};
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection;
 use crate::storage::Storage;
+pub use reload::ReloadError;
+use reload::Reloader;
+use transport::Transport;
 
 /// How often sessions are expired and delayed wills published.
 const TICK: Duration = Duration::from_millis(250);
@@ -36,6 +46,22 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A TLS listener's certificate, key, CA bundle or CRL could not be loaded.
+    #[error("listener {addr}: {source}")]
+    Tls {
+        /// The listener's configured address.
+        addr: SocketAddr,
+        /// What is wrong.
+        source: tls::Error,
+    },
+    /// The password or ACL file could not be loaded.
+    #[error("{}: {source}", path.display())]
+    Auth {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: crate::auth::Error,
+    },
 }
 
 /// A running broker: its listeners, its connections and its housekeeping.
@@ -45,6 +71,7 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    reloader: Arc<Reloader>,
 }
 
 impl Server {
@@ -62,7 +89,9 @@ impl Server {
         Server::start(config, listeners)
     }
 
-    /// Serves on listeners that are already bound, one per configured listener.
+    /// Serves on listeners that are already bound, in configuration order:
+    /// `listeners[i]` speaks what `config.listeners[i]` says (TLS files are loaded
+    /// here); listeners beyond the configured ones speak plain TCP.
     /// Must be called inside a tokio runtime.
     pub fn start(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Error> {
         config.validate()?;
@@ -71,6 +100,12 @@ impl Server {
             config.session.clone(),
             Storage::in_memory(),
         ));
+        broker.set_authenticator(Arc::new(reload::load_authenticator(&config.auth)?));
+        let mut reloader = Reloader {
+            tls: Vec::new(),
+            auth: config.auth.clone(),
+            broker: broker.clone(),
+        };
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let permits = match config.limits.max_connections {
@@ -79,15 +114,24 @@ impl Server {
         };
         let connections = Arc::new(Semaphore::new(permits));
         let mut local_addrs = Vec::new();
-        for listener in listeners {
+        for (index, listener) in listeners.into_iter().enumerate() {
             let addr = listener.local_addr().map_err(|source| Error::Bind {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
             })?;
-            info!(%addr, "listening");
+            let listener_config = config.listeners.get(index).cloned().unwrap_or_default();
+            let transport = Transport::load(&listener_config).map_err(|source| Error::Tls {
+                addr: listener_config.bind,
+                source,
+            })?;
+            if let Some(tls) = &transport.tls {
+                reloader.tls.push((addr, tls.clone()));
+            }
+            info!(%addr, kind = ?listener_config.kind, "listening");
             local_addrs.push(addr);
             let accept = accept_loop(
                 listener,
+                Arc::new(transport),
                 broker.clone(),
                 connections.clone(),
                 shutdown.clone(),
@@ -100,12 +144,23 @@ impl Server {
             config.metrics.sys_interval,
             shutdown.clone(),
         ));
+        let reloader = Arc::new(reloader);
+        tasks.spawn(reloader.clone().watch(shutdown.clone()));
         Ok(Server {
             broker,
             local_addrs,
             shutdown,
             tasks,
+            reloader,
         })
+    }
+
+    /// Reloads every TLS listener's certificate, key, CA bundle and CRL, and the
+    /// password and ACL files, without touching connected clients. Each part that
+    /// fails keeps its previous version; the error lists them. Called on SIGHUP,
+    /// and by the server itself when one of those files changes.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload()
     }
 
     /// The addresses the listeners are bound to, in configuration order.
@@ -129,6 +184,7 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
+    transport: Arc<Transport>,
     broker: Arc<Broker>,
     connections: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -159,8 +215,9 @@ async fn accept_loop(
         configure(&stream);
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let transport = transport.clone();
         tasks.spawn(async move {
-            connection::run(stream, broker, shutdown).await;
+            transport.serve(stream, peer, broker, shutdown).await;
             drop(permit);
         });
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::inflight::{InFlight, Phase};
 use super::{Error, Outbox, Session};
+use crate::auth::Action;
 use crate::broker::Broker;
 use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
@@ -97,6 +98,11 @@ impl Session {
     ) -> Result<(), Error> {
         // [MQTT-3.3.2-5] an expired message is not delivered.
         if delivery.message.is_expired(now) {
+            return self.finish(&delivery, broker);
+        }
+        // A `deny` rule may carve topics out of an allowed subscription, and the ACL
+        // may have been reloaded since the client subscribed.
+        if !self.is_allowed(broker, Action::Receive, delivery.message.topic.as_str()) {
             return self.finish(&delivery, broker);
         }
         if delivery.qos == QoS::AtMostOnce {

@@ -6,6 +6,7 @@
 //! socket and never reads the clock: `now` is an argument, as in quinn-proto, so
 //! every QoS, keep-alive and expiry rule is testable with a plain `#[test]`.
 
+pub mod access;
 pub mod connect;
 mod deliver;
 pub mod inflight;
@@ -17,12 +18,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::auth::ClientIdentity;
 use crate::broker::registry::{ClientSlot, Departure, PendingWill};
 use crate::broker::Broker;
 use crate::protocol::{
     self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName,
 };
 use crate::storage::{self, Message};
+pub use access::Peer;
 pub use connect::{Negotiated, SessionExpiry, WillMessage};
 use inflight::Outbound;
 pub use outbox::Outbox;
@@ -64,6 +67,8 @@ pub enum Flow {
 #[derive(Debug)]
 pub struct Session {
     client_id: ClientId,
+    /// Who the client is for ACL checks.
+    identity: ClientIdentity,
     version: ProtocolVersion,
     slot: Arc<ClientSlot>,
     session_expiry: SessionExpiry,
@@ -95,6 +100,7 @@ impl Session {
     ) -> Session {
         Session {
             client_id: negotiated.client_id.clone(),
+            identity: access::identity(negotiated),
             version: negotiated.version,
             slot,
             session_expiry: negotiated.session_expiry,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Error, Outbox, Session};
+use crate::auth::Action;
 use crate::broker::Broker;
 use crate::protocol::{self, Ack, Packet, Properties, Publish, QoS, ReasonCode, TopicName};
 use crate::storage::Message;
@@ -64,8 +65,15 @@ impl Session {
             qos: publish.qos,
             retain: publish.retain,
         });
-        let routed = broker.publish(&self.client_id, message)?;
-        let reason = if routed.matched == 0 && self.version.is_v5() {
+        let reason = if !self.is_allowed(broker, Action::Publish, message.topic.as_str()) {
+            // Denied: v5 says so; 3.x has no way to, so the message is dropped but
+            // acknowledged as usual (mosquitto's habit).
+            if self.version.is_v5() {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            }
+        } else if broker.publish(&self.client_id, message)?.matched == 0 && self.version.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
             ReasonCode::SUCCESS
@@ -77,11 +85,18 @@ impl Session {
                     ..Ack::new(packet_id)
                 }));
             }
-            (QoS::ExactlyOnce, Some(packet_id)) => {
+            (QoS::ExactlyOnce, Some(packet_id)) if !reason.is_error() => {
                 if self.is_persistent() {
                     broker.storage().add_incoming(&self.client_id, packet_id)?;
                 }
                 self.incoming.insert(packet_id);
+                out.send(&Packet::PubRec(Ack {
+                    reason,
+                    ..Ack::new(packet_id)
+                }));
+            }
+            // [MQTT-4.3.3-?] a PUBREC with an error code ends the exchange: no PUBREL follows.
+            (QoS::ExactlyOnce, Some(packet_id)) => {
                 out.send(&Packet::PubRec(Ack {
                     reason,
                     ..Ack::new(packet_id)

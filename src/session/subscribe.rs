@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::{Error, Outbox, Session};
+use crate::auth::Action;
 use crate::broker::registry::Admission;
 use crate::broker::router::{Filter, Subscription};
 use crate::broker::Broker;
@@ -42,6 +43,11 @@ impl Session {
             // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
             if is_shared && options.no_local {
                 return Err(protocol::Error::Protocol("no local on a shared subscription").into());
+            }
+            // The ACL sees the filter without its `$share/<group>/` prefix.
+            if !self.is_allowed(broker, Action::Subscribe, filter.topic_filter().as_str()) {
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
             }
             let subscription = Subscription {
                 options: *options,

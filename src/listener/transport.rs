@@ -1,0 +1,115 @@
+//! What a listener speaks — TCP, TLS, WebSocket, or WebSocket over TLS — and the
+//! handshakes that come before MQTT.
+//!
+//! Each handshake runs in the client's own task under the connect timeout, so a
+//! slow or failing handshake never reaches CONNECT handling and never holds up the
+//! accept loop or another client.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::tls::{self, TlsListener};
+use super::ws;
+use crate::broker::Broker;
+use crate::config::ListenerConfig;
+use crate::connection;
+use crate::session::Peer;
+
+/// The layers between the socket and MQTT for one listener.
+#[derive(Debug)]
+pub(super) struct Transport {
+    /// Present for `tls` and `wss`.
+    pub(super) tls: Option<Arc<TlsListener>>,
+    /// The HTTP path, for `ws` and `wss`.
+    websocket_path: Option<String>,
+    /// `identity_as_username`.
+    is_name_username: bool,
+}
+
+impl Transport {
+    /// Builds the transport of `config`, reading its TLS files.
+    pub(super) fn load(config: &ListenerConfig) -> Result<Transport, tls::Error> {
+        let tls = match config.kind.is_tls() {
+            true => Some(Arc::new(TlsListener::load(config)?)),
+            false => None,
+        };
+        Ok(Transport {
+            tls,
+            websocket_path: config.kind.is_websocket().then(|| config.path.clone()),
+            is_name_username: config.identity_as_username,
+        })
+    }
+
+    /// Runs the handshakes, then the MQTT connection, to the end.
+    pub(super) async fn serve(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        broker: Arc<Broker>,
+        shutdown: CancellationToken,
+    ) {
+        let Some(tls) = &self.tls else {
+            return self
+                .serve_mqtt(stream, addr, Peer::default(), broker, shutdown)
+                .await;
+        };
+        let Some(accepted) = handshake(tls.accept(stream), &broker, &shutdown).await else {
+            debug!(%addr, "TLS handshake timed out");
+            return;
+        };
+        let (stream, certificate_name) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                info!(%addr, %error, "TLS handshake failed");
+                return;
+            }
+        };
+        let peer = Peer {
+            certificate_name,
+            is_name_username: self.is_name_username,
+        };
+        self.serve_mqtt(stream, addr, peer, broker, shutdown).await;
+    }
+
+    /// Upgrades to WebSocket if this is a `ws`/`wss` listener, then serves MQTT.
+    async fn serve_mqtt<S>(
+        &self,
+        stream: S,
+        addr: SocketAddr,
+        peer: Peer,
+        broker: Arc<Broker>,
+        shutdown: CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(path) = &self.websocket_path else {
+            return connection::run_with(stream, peer, broker, shutdown).await;
+        };
+        let max_message_size = broker.limits().max_packet_size as usize;
+        let upgrade = ws::accept(stream, path, max_message_size);
+        match handshake(upgrade, &broker, &shutdown).await {
+            Some(Ok(stream)) => connection::run_with(stream, peer, broker, shutdown).await,
+            Some(Err(error)) => info!(%addr, %error, "WebSocket upgrade failed"),
+            None => debug!(%addr, "WebSocket upgrade timed out"),
+        }
+    }
+}
+
+/// Runs a handshake under the connect timeout; `None` if it timed out or the
+/// broker is shutting down.
+async fn handshake<T>(
+    handshake: impl Future<Output = T>,
+    broker: &Broker,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    tokio::select! {
+        done = tokio::time::timeout(broker.limits().connect_timeout, handshake) => done.ok(),
+        () = shutdown.cancelled() => None,
+    }
+}
