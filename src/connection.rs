@@ -154,6 +154,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn read_connect(&mut self) -> Result<Option<Box<protocol::Connect>>, protocol::Error> {
         let max = self.broker.limits().max_packet_size as usize;
         loop {
+            // [MQTT-3.1.0-1] the first packet must be CONNECT: judged by its first
+            // byte, not after waiting for whatever length a stray packet claims.
+            if self.read_buf.first().is_some_and(|&first| first >> 4 != 1) {
+                return Err(protocol::Error::Protocol("first packet is not CONNECT"));
+            }
             match decode(&mut self.read_buf, ProtocolVersion::V3_1_1, max)? {
                 Some(Packet::Connect(connect)) => return Ok(Some(connect)),
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
