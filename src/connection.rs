@@ -85,13 +85,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(Ok(None)) => return,
             Ok(Err(error)) => {
                 debug!(%error, "refused before CONNECT");
-                // [MQTT-3.1.4-?] an unsupported version gets CONNACK 0x01 / 0x84, then close.
-                if error == protocol::Error::UnsupportedProtocolVersion {
-                    self.refuse(
-                        ProtocolVersion::V3_1_1,
-                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                    )
-                    .await;
+                // [MQTT-3.1.2-2] an unsupported version gets CONNACK 0x01 (3.1.1) or
+                // 0x84 (5.0), then close. A level above 5 is a newer client, which
+                // reads the v5 CONNACK; anything older gets the 3.1.1 one. Bit 7 is
+                // mosquitto's bridge flag (0x84 = a 3.1.1 bridge), not the version.
+                if let protocol::Error::UnsupportedProtocolVersion { level } = error {
+                    let version = match level & 0x7F {
+                        0..=4 => ProtocolVersion::V3_1_1,
+                        _ => ProtocolVersion::V5,
+                    };
+                    self.refuse(version, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+                        .await;
                 }
                 return;
             }

@@ -145,11 +145,13 @@ async fn well_formed_connects_are_accepted_v4_and_v5() {
 #[tokio::test]
 async fn unsupported_protocol_level_gets_connack_0x01_then_close_v4() {
     // [MQTT-3.1.2-2] an unsupported level is answered with return code 0x01, then closed.
+    // 0x84 is a mosquitto bridge's "3.1.1 + bridge bit", which retries without the bit
+    // only after this answer.
     for (name, level) in [
         (&b"MQTT"[..], 3u8),
-        (b"MQTT", 6),
         (b"MQTT", 0),
         (b"MQIsdp", 4),
+        (b"MQTT", 0x84),
     ] {
         let broker = start_broker().await;
         let mut client = RawClient::connect(broker.addr, ProtocolVersion::V3_1_1).await;
@@ -158,6 +160,29 @@ async fn unsupported_protocol_level_gets_connack_0x01_then_close_v4() {
         assert_eq!(
             client.recv_bytes(4).await,
             CONNACK_V4_UNACCEPTABLE_PROTOCOL,
+            "level {level}"
+        );
+        assert!(client.is_closed().await);
+        assert_still_serving(broker.addr).await;
+        broker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn protocol_level_above_5_gets_connack_0x84_then_close_v5() {
+    // [MQTT-3.1.2-2] (5.0): CONNACK 0x84 (Unsupported Protocol Version), then close.
+    // A client newer than 5.0 reads the v5 CONNACK: flags, reason, no properties.
+    for level in [6u8, 0x85] {
+        let broker = start_broker().await;
+        let mut client = RawClient::connect(broker.addr, ProtocolVersion::V5).await;
+        let bytes = packet(
+            0x10,
+            &connect_body(b"MQTT", level, 0x02, &[0x00, 0x00, 0x01, b'c']),
+        );
+        client.send_bytes(&bytes).await;
+        assert_eq!(
+            client.recv_bytes(5).await,
+            [0x20, 0x03, 0x00, 0x84, 0x00],
             "level {level}"
         );
         assert!(client.is_closed().await);
