@@ -44,6 +44,8 @@ pub struct Config {
     pub limits: Limits,
     /// Session rules.
     pub session: SessionConfig,
+    /// The `$SYS` topics.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -158,6 +161,23 @@ pub struct SessionConfig {
     pub queue_qos0_messages: bool,
 }
 
+/// The `$SYS/broker/…` topics (mosquitto's `sys_interval`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// How often the counters are published under `$SYS/broker/`; unset disables them.
+    #[serde(with = "humantime_serde")]
+    pub sys_interval: Option<Duration>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            sys_interval: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
 impl Config {
     /// Parses a TOML document, then applies `ROOKERY_…` overrides from `env`.
     ///
@@ -170,7 +190,11 @@ impl Config {
     ) -> Result<Config, Error> {
         let mut document: toml::Table = toml::from_str(text)?;
         for (name, value) in env {
-            let Some(path) = name.strip_prefix("ROOKERY_") else {
+            // Only `SECTION__KEY` names are overrides: `ROOKERY_LOG` and friends are not.
+            let Some(path) = name
+                .strip_prefix("ROOKERY_")
+                .filter(|path| path.contains("__"))
+            else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -263,6 +287,7 @@ mod tests {
             ),
             ("ROOKERY_STORAGE__DIR".to_string(), "/tmp/x".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
+            ("ROOKERY_LOG".to_string(), "debug".to_string()),
         ];
         let config = Config::parse(text, env).unwrap();
         assert_eq!(config.listeners[0].bind.port(), 1884);

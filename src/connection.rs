@@ -25,6 +25,8 @@ use crate::storage::Delivery;
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
 const DELIVERIES_PER_TURN: usize = 256;
+/// Bytes reserved in the read buffer before each read.
+const READ_CHUNK: usize = 4096;
 /// How long a takeover waits for the old connection to let go of the session.
 const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -169,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Some(_) => return Err(protocol::Error::Protocol("first packet is not CONNECT")),
                 None => {}
             }
-            self.read_buf.reserve(1024);
+            self.read_buf.reserve(READ_CHUNK);
             match self.stream.read_buf(&mut self.read_buf).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
@@ -193,6 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn attach(&mut self, negotiated: &Negotiated, link: Link) -> (Arc<ClientSlot>, bool) {
         let client_id = &negotiated.client_id;
         let (slot, previous) = self.broker.registry().attach(client_id, link);
+        let mut is_stale = false;
         let mut had_session = match previous {
             Previous::Nothing => false,
             Previous::Offline { will } => {
@@ -214,10 +217,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 {
                     tracing::warn!("the previous connection did not let go of the session in time");
                 }
+                // [MQTT-3.1.2-6] a clean session ended with that connection, which does
+                // not clean up after a takeover: its subscriptions are discarded below.
+                is_stale = !old.is_persistent;
                 old.is_persistent
             }
         };
-        if had_session && negotiated.clean_start {
+        if (had_session && negotiated.clean_start) || is_stale {
             // [MQTT-3.1.2-4] Clean Start discards any existing session.
             if let Err(error) = self.broker.end_session(client_id) {
                 tracing::error!(%error, "could not discard the previous session");
@@ -238,11 +244,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let max = self.broker.limits().max_packet_size as usize;
         let broker = self.broker.clone();
         loop {
+            let sent = session.take_sent_count();
+            if sent > 0 {
+                broker
+                    .metrics()
+                    .messages_sent
+                    .fetch_add(sent, Ordering::Relaxed);
+            }
             if let Err(error) = self.flush().await {
                 debug!(%error, "write failed");
                 return Ending::Lost;
             }
             let deadline = session.next_deadline(Instant::now());
+            self.read_buf.reserve(READ_CHUNK);
             tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => {
                     match read {
@@ -284,8 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let _ = self.flush().await;
                         // [MQTT-3.1.4-3] the old connection's will is published, unless a
                         // will delay lets the continued session cancel it.
-                        let keep_back = is_session_continued && session.will_delay().is_some_and(|d| !d.is_zero());
-                        if let (_, Some(will)) = session.depart(!keep_back, Instant::now()) {
+                        if let Some(will) = session.take_over(is_session_continued, Instant::now()) {
                             self.publish_will(session.client_id(), will);
                         }
                         let _ = done.send(());
@@ -317,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ending::Disconnected { publish_will } => *publish_will,
             Ending::Violation(error) => {
                 debug!(%error, "closing the connection");
-                session.send_disconnect(error.reason_code(), &mut self.out);
+                session.send_error(error, &mut self.out);
                 true
             }
             Ending::Shutdown => {

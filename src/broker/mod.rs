@@ -10,6 +10,7 @@
 pub mod registry;
 pub mod retained;
 pub mod router;
+mod sys;
 pub mod trie;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +105,11 @@ impl Broker {
         self.metrics
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
+        self.route(publisher, message)
+    }
+
+    /// [`Broker::publish`] without counting the message as received from a client.
+    fn route(&self, publisher: &ClientId, message: Arc<Message>) -> Result<Routed, storage::Error> {
         if message.retain {
             self.retained.write().set(message.clone());
         }

@@ -119,12 +119,6 @@ impl ClientSlot {
         }
     }
 
-    /// Takes a queue place for a delivery that bypassed [`ClientSlot::admit`] (a
-    /// retained message sent on subscribe), so that its release balances.
-    pub fn reserve(&self) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Releases a queue place once a delivery is finished (sent at QoS 0, acknowledged, or dropped).
     pub fn release(&self) {
         let _ = self

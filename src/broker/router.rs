@@ -209,6 +209,10 @@ impl Router {
     }
 }
 
+/// Below this many targets, duplicates are found by a linear scan: cheaper than
+/// hashing for the common publish that matches a handful of subscribers.
+const LINEAR_DEDUPE: usize = 16;
+
 fn merge(
     targets: &mut Vec<Target>,
     index: &mut HashMap<ClientId, usize>,
@@ -216,13 +220,27 @@ fn merge(
     subscription: &Subscription,
 ) {
     let options = &subscription.options;
-    if let Some(target) = index.get(client_id).and_then(|&i| targets.get_mut(i)) {
+    let existing = if index.is_empty() {
+        targets
+            .iter()
+            .position(|target| &target.client_id == client_id)
+    } else {
+        index.get(client_id).copied()
+    };
+    if let Some(target) = existing.and_then(|i| targets.get_mut(i)) {
         target.qos = target.qos.max(options.qos);
         target.retain_as_published |= options.retain_as_published;
         target.subscription_ids.extend(subscription.identifier);
         return;
     }
-    index.insert(client_id.clone(), targets.len());
+    if !index.is_empty() || targets.len() >= LINEAR_DEDUPE {
+        if index.is_empty() {
+            for (i, target) in targets.iter().enumerate() {
+                index.insert(target.client_id.clone(), i);
+            }
+        }
+        index.insert(client_id.clone(), targets.len());
+    }
     targets.push(Target {
         client_id: client_id.clone(),
         qos: options.qos,
@@ -276,6 +294,27 @@ mod tests {
         let mut ids = targets[0].subscription_ids.clone();
         ids.sort();
         assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn overlapping_subscriptions_merge_past_the_linear_scan_limit() {
+        let mut router = Router::default();
+        for i in 0..40 {
+            let client_id = ClientId::new(format!("c{i}"));
+            router.subscribe(
+                &client_id,
+                &Filter::parse("x/#").unwrap(),
+                sub(QoS::AtMostOnce, None),
+            );
+            router.subscribe(
+                &client_id,
+                &Filter::parse("x/+").unwrap(),
+                sub(QoS::AtLeastOnce, None),
+            );
+        }
+        let targets = route(&router, "x/y", "p");
+        assert_eq!(targets.len(), 40);
+        assert!(targets.iter().all(|t| t.qos == QoS::AtLeastOnce));
     }
 
     #[test]

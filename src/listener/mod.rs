@@ -95,7 +95,11 @@ impl Server {
             );
             tasks.spawn(accept);
         }
-        tasks.spawn(tick_loop(broker.clone(), shutdown.clone()));
+        tasks.spawn(tick_loop(
+            broker.clone(),
+            config.metrics.sys_interval,
+            shutdown.clone(),
+        ));
         Ok(Server {
             broker,
             local_addrs,
@@ -167,11 +171,23 @@ fn configure(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
-async fn tick_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+async fn tick_loop(
+    broker: Arc<Broker>,
+    sys_interval: Option<Duration>,
+    shutdown: CancellationToken,
+) {
     let mut interval = tokio::time::interval(TICK);
+    let mut next_sys = Instant::now();
     loop {
         tokio::select! {
-            _ = interval.tick() => broker.on_tick(Instant::now()),
+            _ = interval.tick() => {
+                let now = Instant::now();
+                broker.on_tick(now);
+                if let Some(every) = sys_interval.filter(|_| now >= next_sys) {
+                    broker.publish_sys();
+                    next_sys = now + every;
+                }
+            }
             () = shutdown.cancelled() => return,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::inflight::{InFlight, Phase};
 use super::{Error, Outbox, Session};
 use crate::broker::Broker;
-use crate::protocol::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
+use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
 
 impl Session {
@@ -135,7 +135,7 @@ impl Session {
 
     /// Encodes a PUBLISH for `delivery`; `false` if the client's maximum packet size forbids it.
     fn send_publish(
-        &self,
+        &mut self,
         delivery: &Delivery,
         packet_id: impl Into<Option<PacketId>>,
         dup: bool,
@@ -143,8 +143,10 @@ impl Session {
         out: &mut Outbox,
     ) -> bool {
         let message = &delivery.message;
-        let mut properties = message.properties.clone();
+        // 3.x has no properties: skip the copy.
+        let mut properties = Properties::default();
         if self.version.is_v5() {
+            properties = message.properties.clone();
             // [MQTT-3.3.2-6] the forwarded expiry is what remains of it.
             properties.message_expiry_interval = message.expires_at.map(|at| {
                 let remaining = at.saturating_duration_since(now);
@@ -163,7 +165,9 @@ impl Session {
             properties,
             payload: message.payload.clone(),
         };
-        out.send(&Packet::Publish(publish))
+        let sent = out.send(&Packet::Publish(publish));
+        self.sent_count += u64::from(sent);
+        sent
     }
 
     /// A delivery is over (acknowledged, expired or undeliverable): forget its stored copy.

@@ -77,6 +77,8 @@ pub struct Session {
     outbound: Outbound,
     /// Stored deliveries replayed at resume; a mailbox copy of one of these is a duplicate.
     replayed_seqs: HashSet<u64>,
+    /// PUBLISH packets sent since the connection last collected the count.
+    sent_count: u64,
 }
 
 impl Session {
@@ -100,12 +102,19 @@ impl Session {
             incoming: HashSet::new(),
             outbound: Outbound::new(negotiated.client_receive_maximum),
             replayed_seqs: HashSet::new(),
+            sent_count: 0,
         }
     }
 
     /// The session's client id.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
+    }
+
+    /// PUBLISH packets sent since the last call; the connection adds them to the
+    /// broker's counter once per turn instead of once per message.
+    pub fn take_sent_count(&mut self) -> u64 {
+        std::mem::take(&mut self.sent_count)
     }
 
     /// The protocol version the client connected with.
@@ -201,6 +210,20 @@ impl Session {
         }
     }
 
+    /// The DISCONNECT that tells a v5 client which rule it broke, with the reason
+    /// as a reason string (allowed on DISCONNECT whatever Request Problem
+    /// Information says, [MQTT-3.1.2-29]).
+    pub fn send_error(&self, error: &Error, out: &mut Outbox) {
+        if self.version.is_v5() {
+            let mut disconnect = Disconnect {
+                reason: error.reason_code(),
+                ..Disconnect::default()
+            };
+            disconnect.properties.reason_string = Some(error.to_string().into());
+            out.send(&Packet::Disconnect(disconnect));
+        }
+    }
+
     /// The connection is gone: decides what remains of the session and which will
     /// to publish now. `publish_will` is false after a normal DISCONNECT, a
     /// shutdown, or a takeover that continues the session with a delayed will.
@@ -242,9 +265,15 @@ impl Session {
         }
     }
 
-    /// The will's delay, if it has one (a takeover that continues the session keeps such a will back).
-    pub fn will_delay(&self) -> Option<Duration> {
-        self.will.as_ref().map(|will| will.delay)
+    /// Another connection took the session over ([MQTT-3.1.4-3]): the will to publish
+    /// now, if any. A continued session cancels a delayed will, and a session that ends
+    /// here (Clean Start) publishes it at once, whatever its delay ([MQTT-3.1.3-9]).
+    pub fn take_over(&mut self, is_session_continued: bool, now: Instant) -> Option<Arc<Message>> {
+        let will = self.will.take()?;
+        if is_session_continued && !will.delay.is_zero() {
+            return None;
+        }
+        Some(Arc::new(will.to_message(now)))
     }
 }
 

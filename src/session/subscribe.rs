@@ -5,12 +5,13 @@
 use std::time::Instant;
 
 use super::{Error, Outbox, Session};
+use crate::broker::registry::Admission;
 use crate::broker::router::{Filter, Subscription};
 use crate::broker::Broker;
 use crate::protocol::{
     self, Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::storage::Delivery;
+use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
 
 impl Session {
     pub(super) fn on_subscribe(
@@ -74,11 +75,47 @@ impl Session {
             reasons,
             properties: Properties::default(),
         }));
-        for delivery in retained {
-            self.slot.reserve();
+        for delivery in self.admit_retained(retained, broker)? {
             self.on_delivery(delivery, broker, now, out)?;
         }
         Ok(())
+    }
+
+    /// Retained messages sent on subscribe are deliveries like any other: each takes a
+    /// queue place, and for a persistent session those at QoS 1/2 are stored (in one
+    /// batch) before they are sent, so that an unacknowledged one is resent after a
+    /// reconnect ([MQTT-4.4.0-1]).
+    fn admit_retained(
+        &self,
+        retained: Vec<Delivery>,
+        broker: &Broker,
+    ) -> Result<Vec<Delivery>, Error> {
+        let mut stored = Vec::new();
+        let admitted = retained
+            .into_iter()
+            // No queue limit: the subscriber asked for these.
+            .map(|delivery| match self.slot.admit(delivery.qos, 0, false) {
+                Admission::Store(seq) => {
+                    let delivery = Delivery {
+                        seq: Some(seq),
+                        ..delivery
+                    };
+                    let state = DeliveryState::Queued;
+                    let entry = QueuedDelivery {
+                        seq,
+                        delivery: delivery.clone(),
+                        state,
+                    };
+                    stored.push((self.client_id.clone(), entry));
+                    delivery
+                }
+                Admission::Send | Admission::Drop => delivery,
+            })
+            .collect();
+        if !stored.is_empty() {
+            broker.storage().enqueue(&stored)?;
+        }
+        Ok(admitted)
     }
 
     pub(super) fn on_unsubscribe(

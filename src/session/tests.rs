@@ -408,6 +408,44 @@ fn disconnect_with_will_asks_for_the_will_v5() {
     );
 }
 
+fn delayed_will_harness(delay: u32) -> Harness {
+    let broker = Broker::new(
+        Limits::default(),
+        SessionConfig::default(),
+        Storage::in_memory(),
+    );
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", false);
+    connect.properties.session_expiry_interval = Some(60);
+    connect.will = Some(crate::protocol::Will {
+        topic: ByteString::from("will"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties {
+            will_delay_interval: Some(delay),
+            ..Properties::default()
+        },
+    });
+    harness_with(broker, connect)
+}
+
+#[test]
+fn takeover_that_continues_the_session_cancels_a_delayed_will_v5() {
+    // [MQTT-3.1.3-9]
+    let mut h = delayed_will_harness(30);
+    assert_eq!(h.session.take_over(true, h.now), None);
+    let mut h = delayed_will_harness(0);
+    assert!(h.session.take_over(true, h.now).is_some());
+}
+
+#[test]
+fn takeover_that_ends_the_session_publishes_a_delayed_will_at_once_v5() {
+    // [MQTT-3.1.3-9] "or the Session ends, whichever happens first".
+    let mut h = delayed_will_harness(30);
+    let will = h.session.take_over(false, h.now).expect("the will");
+    assert_eq!(&will.payload[..], b"gone");
+}
+
 fn message(topic: &str, qos: QoS) -> Message {
     Message {
         topic: TopicName::new(topic).unwrap(),

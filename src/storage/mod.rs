@@ -3,7 +3,7 @@
 //!
 //! This module is the storage seam: the session and broker logic call these typed
 //! methods and never see how records are kept. Today the only backend is
-//! [`memory`]; a disk backend replaces it without touching the callers.
+//! `memory`; a disk backend replaces it without touching the callers.
 //!
 //! Queue entries are keyed by a per-client sequence number assigned by the broker,
 //! so replay after a reconnect is in publish order ([MQTT-4.6.0-2]..[MQTT-4.6.0-4]).

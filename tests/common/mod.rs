@@ -11,6 +11,9 @@ use rookery::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod raw;
+pub use raw::*;
+
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
 
