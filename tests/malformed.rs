@@ -67,9 +67,14 @@ fn connect_v5(client_id: &str) -> Vec<u8> {
 const CONNACK_V4_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 const CONNACK_V4_UNACCEPTABLE_PROTOCOL: [u8; 4] = [0x20, 0x02, 0x00, 0x01];
 
-/// The DISCONNECT a v5 client gets before the broker closes: reason, empty properties.
-fn disconnect_v5(reason: ReasonCode) -> [u8; 4] {
-    [0xE0, 0x02, reason.0, 0x00]
+/// Reads the DISCONNECT a v5 client gets before the broker closes and checks its
+/// reason code. It may carry a Reason String (MQTT 5.0 §3.14.2.2.3), so the bytes
+/// after the reason code are not compared.
+async fn expect_disconnect_v5(client: &mut RawClient, reason: ReasonCode) {
+    match client.recv().await {
+        Some(Packet::Disconnect(disconnect)) => assert_eq!(disconnect.reason, reason),
+        other => panic!("expected DISCONNECT {:#04x}, got {other:?}", reason.0),
+    }
 }
 
 /// A 3.1.1 client that has been accepted.
@@ -123,7 +128,7 @@ async fn assert_disconnects_v5(bytes: &[u8], reason: ReasonCode) {
     let broker = start_broker().await;
     let mut client = connected_v5(broker.addr, "offender").await;
     client.send_bytes(bytes).await;
-    assert_eq!(client.recv_bytes(4).await, disconnect_v5(reason));
+    expect_disconnect_v5(&mut client, reason).await;
     assert!(
         client.is_closed().await,
         "expected a close after DISCONNECT"
@@ -666,10 +671,7 @@ async fn packet_larger_than_max_packet_size_is_disconnected_0x95_v5() {
     let mut client = connected_v5(broker.addr, "big").await;
     let started = std::time::Instant::now();
     client.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
-    assert_eq!(
-        client.recv_bytes(4).await,
-        disconnect_v5(ReasonCode::PACKET_TOO_LARGE)
-    );
+    expect_disconnect_v5(&mut client, ReasonCode::PACKET_TOO_LARGE).await;
     assert!(client.is_closed().await);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     assert_still_serving(broker.addr).await;
@@ -697,10 +699,26 @@ async fn packet_one_byte_over_max_packet_size_is_refused_v5() {
     );
     assert_eq!(too_big.len(), 1025);
     client.send_bytes(&too_big[..5]).await;
-    assert_eq!(
-        client.recv_bytes(4).await,
-        disconnect_v5(ReasonCode::PACKET_TOO_LARGE)
-    );
+    expect_disconnect_v5(&mut client, ReasonCode::PACKET_TOO_LARGE).await;
+    assert!(client.is_closed().await);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_reason_string_is_left_out_when_over_client_maximum_packet_size_v5() {
+    // [MQTT-3.14.2-3] the Reason String must not make the DISCONNECT larger than the
+    // client's Maximum Packet Size: the DISCONNECT goes out without it, not at all.
+    let broker = start_broker().await;
+    let mut client = RawClient::connect(broker.addr, ProtocolVersion::V5).await;
+    // Properties: Maximum Packet Size (0x27) = 16.
+    let mut rest = vec![0x05, 0x27, 0x00, 0x00, 0x00, 0x10];
+    rest.extend(string(b"tiny"));
+    client
+        .send_bytes(&packet(0x10, &connect_body(b"MQTT", 5, 0x02, &rest)))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+    client.send_bytes(&connect_v5("tiny")).await;
+    assert_eq!(client.recv_bytes(4).await, [0xE0, 0x02, 0x82, 0x00]);
     assert!(client.is_closed().await);
     broker.stop().await;
 }
