@@ -100,13 +100,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(Ok(None)) => return,
             Ok(Err(error)) => {
                 debug!(%error, "refused before CONNECT");
-                // [MQTT-3.1.4-?] an unsupported version gets CONNACK 0x01 / 0x84, then close.
-                if error == protocol::Error::UnsupportedProtocolVersion {
-                    self.refuse(
-                        ProtocolVersion::V3_1_1,
-                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                    )
-                    .await;
+                // [MQTT-3.1.2-2] an unsupported version gets CONNACK 0x01 (3.1.1) or
+                // 0x84 (5.0), then close. A level above 5 is a newer client, which
+                // reads the v5 CONNACK; anything older gets the 3.1.1 one. Bit 7 is
+                // mosquitto's bridge flag (0x84 = a 3.1.1 bridge), not the version.
+                if let protocol::Error::UnsupportedProtocolVersion { level } = error {
+                    let version = match level & 0x7F {
+                        0..=4 => ProtocolVersion::V3_1_1,
+                        _ => ProtocolVersion::V5,
+                    };
+                    self.refuse(version, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+                        .await;
                 }
                 return;
             }
@@ -178,6 +182,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn read_connect(&mut self) -> Result<Option<Box<protocol::Connect>>, protocol::Error> {
         let max = self.broker.limits().max_packet_size as usize;
         loop {
+            // [MQTT-3.1.0-1] the first packet must be CONNECT: judged by its first
+            // byte, not after waiting for whatever length a stray packet claims.
+            if self.read_buf.first().is_some_and(|&first| first >> 4 != 1) {
+                return Err(protocol::Error::Protocol("first packet is not CONNECT"));
+            }
             match decode(&mut self.read_buf, ProtocolVersion::V3_1_1, max)? {
                 Some(Packet::Connect(connect)) => return Ok(Some(connect)),
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.

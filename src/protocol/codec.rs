@@ -29,14 +29,19 @@ pub const MAX_VARIABLE_BYTE_INTEGER: usize = 268_435_455;
 /// CONNECT body carries its own version). `max_size` bounds the whole packet,
 /// fixed header included ([MQTT-3.1.2-24] in v5 terms).
 ///
-/// Returns `Ok(None)`, consuming nothing, while the packet is incomplete. On
-/// [`Error::PacketTooLarge`] nothing is consumed either; on any other error the
-/// offending packet has been consumed. Either way the connection must close.
+/// Returns `Ok(None)`, consuming nothing, while the packet is incomplete. A bad
+/// first byte (reserved type or flags) and [`Error::PacketTooLarge`] are reported
+/// as soon as those bytes arrive, before the body, consuming nothing; on any other
+/// error the offending packet has been consumed. Either way the connection must close.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
     max_size: usize,
 ) -> Result<Option<Packet>, Error> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    check_first_byte(first, version)?;
     let Some((remaining, length_bytes)) = remaining_length(buf.get(1..).unwrap_or_default())?
     else {
         return Ok(None);
@@ -83,9 +88,14 @@ fn remaining_length(bytes: &[u8]) -> Result<Option<(usize, usize)>, Error> {
     Ok(None)
 }
 
-/// Checks the fixed-header flags and hands the body to its packet family.
-fn decode_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Packet, Error> {
+/// Checks the packet type and fixed-header flags, so that garbage is refused at its
+/// first byte rather than after waiting for the body its "remaining length" promised.
+fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), Error> {
     let (kind, flags) = (first >> 4, first & 0x0F);
+    // Type 0 is reserved in every version; 15 (AUTH) exists only in v5.
+    if kind == 0 || (kind == 15 && !version.is_v5()) {
+        return Err(Error::Malformed("reserved packet type"));
+    }
     // [MQTT-2.2.2-2] reserved flags: 0b0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0 elsewhere.
     let expected_flags = match kind {
         3 => flags,
@@ -95,6 +105,12 @@ fn decode_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pa
     if flags != expected_flags {
         return Err(Error::Malformed("invalid fixed header flags"));
     }
+    Ok(())
+}
+
+/// Hands the body to its packet family ([`check_first_byte`] has vetted `first`).
+fn decode_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Packet, Error> {
+    let (kind, flags) = (first >> 4, first & 0x0F);
     Ok(match kind {
         1 => Packet::Connect(Box::new(Connect::decode(r)?)),
         2 => Packet::ConnAck(ConnAck::decode(r, version)?),
@@ -355,6 +371,21 @@ pub(crate) mod tests {
         assert_eq!(&decoded, packet, "{version:?}");
         assert!(buf.is_empty(), "decode consumed the whole packet");
         bytes
+    }
+
+    #[test]
+    fn bad_first_byte_is_refused_before_the_body_arrives() {
+        // "GET /" claims a 69-byte PUBACK body; its flags are wrong at the first byte.
+        for version in VERSIONS {
+            for first in [b"G".as_slice(), &[0x00], &[0x41], &[0x80], &[0x16, 0x03]] {
+                assert!(
+                    matches!(decode_all(first, version), Err(Error::Malformed(_))),
+                    "{first:?} {version:?}"
+                );
+            }
+        }
+        assert!(decode_all(&[0xF0], ProtocolVersion::V3_1_1).is_err());
+        assert_eq!(decode_all(&[0xF0], ProtocolVersion::V5), Ok(None));
     }
 
     #[test]

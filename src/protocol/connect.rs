@@ -198,7 +198,7 @@ fn protocol_version(r: &mut Reader) -> Result<ProtocolVersion, Error> {
         (b"MQTT", 4) => Ok(ProtocolVersion::V3_1_1),
         (b"MQTT", 5) => Ok(ProtocolVersion::V5),
         (b"MQIsdp", 3) => Ok(ProtocolVersion::V3_1),
-        _ => Err(Error::UnsupportedProtocolVersion),
+        _ => Err(Error::UnsupportedProtocolVersion { level }),
     }
 }
 
@@ -442,7 +442,7 @@ mod tests {
             let bytes = with_flags(name, level, 0x02, b"\x00\x01c");
             assert_eq!(
                 decode_v(&bytes, ProtocolVersion::V3_1_1),
-                Err(Error::UnsupportedProtocolVersion)
+                Err(Error::UnsupportedProtocolVersion { level })
             );
         }
     }

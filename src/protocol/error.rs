@@ -22,8 +22,11 @@ pub enum Error {
         max: usize,
     },
     /// CONNECT named a protocol name or level we do not speak.
-    #[error("unsupported protocol version")]
-    UnsupportedProtocolVersion,
+    #[error("unsupported protocol version (level {level})")]
+    UnsupportedProtocolVersion {
+        /// The protocol level byte the client sent: it picks the CONNACK format.
+        level: u8,
+    },
     /// A topic name has wildcards, is empty where it may not be, or is not valid UTF-8.
     #[error("invalid topic name: {0}")]
     TopicNameInvalid(&'static str),
@@ -51,7 +54,7 @@ impl Error {
             Error::Malformed(_) => ReasonCode::MALFORMED_PACKET,
             Error::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
             Error::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
-            Error::UnsupportedProtocolVersion => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            Error::UnsupportedProtocolVersion { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             Error::TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
             Error::TopicFilterInvalid(_) => ReasonCode::TOPIC_FILTER_INVALID,
             Error::TopicAliasInvalid => ReasonCode::TOPIC_ALIAS_INVALID,

@@ -106,7 +106,13 @@ impl Session {
             return self.finish(&delivery, broker);
         }
         if delivery.qos == QoS::AtMostOnce {
-            self.send_publish(&delivery, None, false, now, out);
+            if !self.send_publish(&delivery, None, false, now, out) {
+                // [MQTT-3.1.2-25] too large for the client: dropped, and counted as such.
+                broker
+                    .metrics()
+                    .messages_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             self.slot.release();
             return Ok(());
         }

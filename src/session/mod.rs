@@ -230,7 +230,11 @@ impl Session {
                 ..Disconnect::default()
             };
             disconnect.properties.reason_string = Some(error.to_string().into());
-            out.send(&Packet::Disconnect(disconnect));
+            if !out.send(&Packet::Disconnect(disconnect.clone())) {
+                // [MQTT-3.14.2-3] never past the client's Maximum Packet Size: drop the string.
+                disconnect.properties.reason_string = None;
+                out.send(&Packet::Disconnect(disconnect));
+            }
         }
     }
 
