@@ -64,7 +64,12 @@ impl Session {
             qos: publish.qos,
             retain: publish.retain,
         });
-        let routed = broker.publish(&self.client_id, message)?;
+        let routed = match (publish.qos, publish.packet_id) {
+            (QoS::ExactlyOnce, Some(packet_id)) if self.is_persistent() => {
+                broker.publish_exactly_once(&self.client_id, message, packet_id)?
+            }
+            _ => broker.publish(&self.client_id, message)?,
+        };
         let reason = if routed.matched == 0 && self.version.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
@@ -78,9 +83,6 @@ impl Session {
                 }));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
-                if self.is_persistent() {
-                    broker.storage().add_incoming(&self.client_id, packet_id)?;
-                }
                 self.incoming.insert(packet_id);
                 out.send(&Packet::PubRec(Ack {
                     reason,
