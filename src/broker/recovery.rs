@@ -28,8 +28,7 @@ pub struct Recovery {
 impl Broker {
     /// Rebuilds sessions, subscriptions and retained messages from storage. Called
     /// once, before the listeners accept. Sessions whose expiry passed while the
-    /// broker was down are restored as already expired: the first tick ends them
-    /// and publishes their wills ([MQTT-3.1.3-9]).
+    /// broker was down are ended here, their wills published ([MQTT-3.1.3-9]).
     pub fn recover(&self, now: Instant) -> Result<Recovery, storage::Error> {
         let recovered = self.storage.recover()?;
         let mut recovery = Recovery {
@@ -78,6 +77,9 @@ impl Broker {
         for message in recovered.retained {
             retained.set(message);
         }
+        drop(retained);
+        // Before anyone can connect: end what expired while the broker was down.
+        self.on_tick(Instant::now());
         Ok(recovery)
     }
 
