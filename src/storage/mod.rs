@@ -4,13 +4,13 @@
 //!
 //! This module is the storage seam: the session and broker logic call these typed
 //! methods and never see how records are kept. Two backends sit behind it:
-//! [`fjall`](self::fjall) (an LSM tree on disk; the only code that imports fjall) and
-//! [`memory`] (nothing survives a restart; for tests and benchmarks). The
+//! `fjall` (an LSM tree on disk; the only code that imports fjall) and
+//! `memory` (nothing survives a restart; for tests and benchmarks). The
 //! `[storage] durability` setting picks one — see [`Durability`].
 //!
 //! Queue entries are keyed by a per-client sequence number assigned by the broker,
 //! so replay after a reconnect is in publish order ([MQTT-4.6.0-2]..[MQTT-4.6.0-4]).
-//! Deadlines are [`Instant`]s here and wall-clock times on disk ([`record::Clock`]).
+//! Deadlines are [`Instant`]s here and wall-clock times on disk (`record::Clock`).
 
 mod fjall;
 mod group_commit;
