@@ -48,7 +48,7 @@ fn fanout(c: &mut Criterion) {
             "sensors/#"
         })
         .unwrap();
-        broker.subscribe(&client_id, &filter, subscription);
+        broker.subscribe(&client_id, &filter, subscription).unwrap();
         mailboxes.push(receiver);
     }
     let publisher = ClientId::new("publisher");

@@ -212,14 +212,32 @@ impl AuthConfig {
 pub struct StorageConfig {
     /// Data directory.
     pub dir: PathBuf,
+    /// What an acknowledgement survives.
+    pub durability: Durability,
 }
 
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
         StorageConfig {
             dir: PathBuf::from("data"),
+            durability: Durability::default(),
         }
     }
+}
+
+/// What an acknowledged message (PUBACK, PUBREC, SUBACK, CONNACK) survives.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A crash of the broker process (`kill -9`): each write reaches the OS before
+    /// the acknowledgement, but is not fsynced.
+    #[default]
+    Process,
+    /// Power loss too: acknowledgements wait for an fsync, which concurrent
+    /// connections share (group commit).
+    Fsync,
+    /// Nothing survives a restart; state is kept in memory only.
+    Memory,
 }
 
 /// Resource limits. Each is enforced; each has a default that keeps one

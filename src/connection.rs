@@ -20,8 +20,10 @@ use tracing::{debug, info_span, Instrument};
 use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
 use crate::broker::Broker;
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
-use crate::session::{self, access, connect, Flow, Negotiated, Outbox, Peer, Session};
-use crate::storage::Delivery;
+use crate::session::{
+    self, access, connect, Flow, Negotiated, Outbox, Peer, Session, SessionExpiry,
+};
+use crate::storage::{self, Delivery, SyncPoint};
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
 const DELIVERIES_PER_TURN: usize = 256;
@@ -74,6 +76,7 @@ where
         out: Outbox::new(ProtocolVersion::V3_1_1),
         broker: broker.clone(),
         peer,
+        durable: SyncPoint::default(),
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
@@ -90,6 +93,8 @@ struct Connection<S> {
     out: Outbox,
     broker: Arc<Broker>,
     peer: Peer,
+    /// Storage is known durable up to here (see [`Connection::flush`]).
+    durable: SyncPoint,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -157,6 +162,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         let (slot, session_present) = self.attach(&negotiated, link).await;
         let now = Instant::now();
+        if let Err(error) = open_session(&self.broker, &negotiated) {
+            tracing::error!(%error, "could not store the session; refusing");
+            self.refuse(connect.version, ReasonCode::SERVER_UNAVAILABLE)
+                .await;
+            let departure = Departure::Offline {
+                expires_at: negotiated.session_expiry.deadline(now),
+                will: None,
+            };
+            self.broker
+                .registry()
+                .detach(&negotiated.client_id, connection_id, departure);
+            return;
+        }
         let mut session = Session::new(&negotiated, slot, &self.broker, now);
         self.out.send(&Packet::ConnAck(connect::connack(
             &negotiated,
@@ -381,12 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let client_id = session.client_id().clone();
         let (departure, will) = session.depart(publish_will, Instant::now());
         let is_ended = matches!(departure, Departure::End);
-        if self
-            .broker
-            .registry()
-            .detach(&client_id, connection_id, departure)
-            && is_ended
-        {
+        if self.broker.detach(&client_id, connection_id, departure) && is_ended {
             if let Err(error) = self.broker.end_session(&client_id) {
                 tracing::error!(%error, "could not delete the ended session");
             }
@@ -408,11 +421,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.out.is_empty() {
             return Ok(());
         }
+        // With fsync durability, acknowledgements leave only once what they
+        // acknowledge is on disk; concurrent connections share the fsync.
+        let point = self.broker.storage().sync_point();
+        if point > self.durable {
+            let storage = self.broker.storage();
+            storage
+                .wait_durable(point)
+                .await
+                .map_err(std::io::Error::other)?;
+            self.durable = point;
+        }
         let buffer = self.out.buffer();
         self.stream.write_all(buffer).await?;
         buffer.clear();
         self.stream.flush().await
     }
+}
+
+/// Stores a persistent session's record: CONNACK for a persistent session means stored.
+fn open_session(broker: &Broker, negotiated: &Negotiated) -> Result<(), storage::Error> {
+    let expiry = match negotiated.session_expiry {
+        SessionExpiry::WithConnection => return Ok(()),
+        SessionExpiry::After(duration) => Some(duration),
+        SessionExpiry::Never => None,
+    };
+    broker.open_session(&negotiated.client_id, expiry)
 }
 
 fn session_version(session: &Session) -> ProtocolVersion {

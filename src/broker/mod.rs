@@ -7,6 +7,7 @@
 //! delivery to a mailbox. Publish runs inline in the publisher's task, so
 //! per-publisher order needs no extra machinery ([MQTT-4.6.0-5]).
 
+mod recovery;
 pub mod registry;
 pub mod retained;
 pub mod router;
@@ -23,8 +24,11 @@ use parking_lot::RwLock;
 use crate::auth::{Action, Authenticator, ClientIdentity};
 use crate::config::{Limits, SessionConfig};
 use crate::metrics::Metrics;
-use crate::protocol::{ClientId, TopicFilter};
-use crate::storage::{self, Delivery, DeliveryState, Message, QueuedDelivery, Storage};
+use crate::protocol::{ClientId, PacketId, TopicFilter};
+use crate::storage::{
+    self, Delivery, DeliveryState, Message, PublishWrite, QueuedDelivery, Storage,
+    StoredSubscription,
+};
 use registry::{Admission, Registry};
 use retained::Retained;
 use router::{Filter, Router, Subscription, Target};
@@ -117,24 +121,44 @@ impl Broker {
     }
 
     /// Routes a message to every matching subscription: stores the deliveries for
-    /// persistent sessions in one batch, then hands every delivery to its mailbox.
-    /// When this returns `Ok`, the message may be acknowledged to its publisher.
+    /// persistent sessions (and the retained message) in one batch, then hands
+    /// every delivery to its mailbox. When this returns `Ok`, the message may be
+    /// acknowledged to its publisher.
     pub fn publish(
         &self,
         publisher: &ClientId,
         message: Arc<Message>,
     ) -> Result<Routed, storage::Error> {
+        self.count_received();
+        self.route(publisher, message, None)
+    }
+
+    /// [`Broker::publish`] for an inbound QoS 2 message of a persistent session: its
+    /// packet id is stored, awaiting PUBREL, in the same batch as the deliveries, so
+    /// a crash can neither lose the message nor route it twice ([MQTT-4.3.3-10]).
+    pub fn publish_exactly_once(
+        &self,
+        publisher: &ClientId,
+        message: Arc<Message>,
+        packet_id: PacketId,
+    ) -> Result<Routed, storage::Error> {
+        self.count_received();
+        self.route(publisher, message, Some(packet_id))
+    }
+
+    fn count_received(&self) {
         self.metrics
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
-        self.route(publisher, message)
     }
 
-    /// [`Broker::publish`] without counting the message as received from a client.
-    fn route(&self, publisher: &ClientId, message: Arc<Message>) -> Result<Routed, storage::Error> {
-        if message.retain {
-            self.retained.write().set(message.clone());
-        }
+    /// Routes without counting the message as received from a client ($SYS topics).
+    fn route(
+        &self,
+        publisher: &ClientId,
+        message: Arc<Message>,
+        incoming: Option<PacketId>,
+    ) -> Result<Routed, storage::Error> {
         let mut targets = Vec::new();
         self.router
             .read()
@@ -143,7 +167,11 @@ impl Broker {
             matched: targets.len(),
             dropped: 0,
         };
-        let mut stored = Vec::new();
+        let mut write = PublishWrite {
+            retained: Some(&*message).filter(|message| message.retain),
+            incoming: incoming.map(|packet_id| (publisher, packet_id)),
+            ..PublishWrite::default()
+        };
         let mut sends = Vec::with_capacity(targets.len());
         for target in targets {
             let Some(slot) = self.registry.get(&target.client_id) else {
@@ -168,7 +196,7 @@ impl Broker {
                         delivery: delivery.clone(),
                         state: DeliveryState::Queued,
                     };
-                    stored.push((slot.client_id().clone(), entry));
+                    write.deliveries.push((slot.client_id().clone(), entry));
                     sends.push((slot, delivery));
                 }
             }
@@ -176,13 +204,14 @@ impl Broker {
         self.metrics
             .messages_dropped
             .fetch_add(routed.dropped as u64, Ordering::Relaxed);
-        if !stored.is_empty() {
-            if let Err(error) = self.storage.enqueue(&stored) {
-                for (slot, _) in &sends {
-                    slot.release();
-                }
-                return Err(error);
+        if let Err(error) = self.storage.commit_publish(&write) {
+            for (slot, _) in &sends {
+                slot.release();
             }
+            return Err(error);
+        }
+        if message.retain {
+            self.retained.write().set(message.clone());
         }
         for (slot, delivery) in sends {
             slot.deliver(delivery);
@@ -190,21 +219,45 @@ impl Broker {
         Ok(routed)
     }
 
-    /// Adds a subscription; returns whether it already existed.
+    /// Adds a subscription; returns whether it already existed. A persistent
+    /// session's subscription is stored before this returns, so SUBACK means stored.
     pub fn subscribe(
         &self,
         client_id: &ClientId,
         filter: &Filter,
         subscription: Subscription,
-    ) -> bool {
-        self.router
+    ) -> Result<bool, storage::Error> {
+        if self.is_persistent(client_id) {
+            self.storage.save_subscription(&StoredSubscription {
+                client_id: client_id.clone(),
+                filter: filter.to_string(),
+                options: subscription.options,
+                identifier: subscription.identifier,
+            })?;
+        }
+        Ok(self
+            .router
             .write()
-            .subscribe(client_id, filter, subscription)
+            .subscribe(client_id, filter, subscription))
     }
 
     /// Removes a subscription; returns whether it existed.
-    pub fn unsubscribe(&self, client_id: &ClientId, filter: &Filter) -> bool {
-        self.router.write().unsubscribe(client_id, filter)
+    pub fn unsubscribe(
+        &self,
+        client_id: &ClientId,
+        filter: &Filter,
+    ) -> Result<bool, storage::Error> {
+        if self.is_persistent(client_id) {
+            self.storage
+                .remove_subscription(client_id, &filter.to_string())?;
+        }
+        Ok(self.router.write().unsubscribe(client_id, filter))
+    }
+
+    fn is_persistent(&self, client_id: &ClientId) -> bool {
+        self.registry
+            .get(client_id)
+            .is_some_and(|slot| slot.is_persistent())
     }
 
     /// The retained messages a new subscription to `filter` receives.
@@ -233,6 +286,15 @@ impl Broker {
             let publisher = ClientId::new("");
             if let Err(error) = self.publish(&publisher, will) {
                 tracing::error!(%error, "could not store a delayed will");
+            }
+        }
+        for (client_id, expires_at) in due.will_taken {
+            let record = storage::SessionRecord::Offline {
+                expires_at,
+                will: None,
+            };
+            if let Err(error) = self.storage.save_session(&client_id, &record) {
+                tracing::error!(%client_id, %error, "could not forget a published will");
             }
         }
         for client_id in due.expired {

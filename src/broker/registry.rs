@@ -86,6 +86,14 @@ impl ClientSlot {
         &self.client_id
     }
 
+    /// Whether the session outlives its connection (an offline session always does).
+    pub fn is_persistent(&self) -> bool {
+        match &*self.presence.lock() {
+            Presence::Online(link) => link.is_persistent,
+            Presence::Offline { .. } => true,
+        }
+    }
+
     /// Decides the fate of one delivery and reserves its queue place.
     pub fn admit(&self, qos: QoS, max_queued: usize, queue_qos0: bool) -> Admission {
         let presence = self.presence.lock();
@@ -175,6 +183,22 @@ pub struct Due {
     pub expired: Vec<ClientId>,
     /// Wills to publish now.
     pub wills: Vec<Arc<Message>>,
+    /// Sessions that stay offline but whose will was just taken, with their expiry:
+    /// their stored record must forget the will.
+    pub will_taken: Vec<(ClientId, Option<Instant>)>,
+}
+
+/// An offline session as storage remembers it.
+#[derive(Debug)]
+pub struct Restored {
+    /// When it expires; `None` never.
+    pub expires_at: Option<Instant>,
+    /// A will waiting for its delay.
+    pub will: Option<PendingWill>,
+    /// The next sequence number: above every stored one.
+    pub next_seq: u64,
+    /// Stored queue entries.
+    pub queued: usize,
 }
 
 /// Every session, online or offline.
@@ -218,6 +242,21 @@ impl Registry {
             Presence::Offline { will, .. } => Previous::Offline { will },
         };
         (slot, previous)
+    }
+
+    /// Recreates an offline session found in storage at startup, so that the
+    /// next connection with its client id resumes it.
+    pub fn restore(&self, client_id: ClientId, restored: Restored) {
+        let slot = Arc::new(ClientSlot {
+            client_id: client_id.clone(),
+            next_seq: AtomicU64::new(restored.next_seq),
+            queued: AtomicUsize::new(restored.queued),
+            presence: Mutex::new(Presence::Offline {
+                expires_at: restored.expires_at,
+                will: restored.will,
+            }),
+        });
+        self.clients.write().insert(client_id, slot);
     }
 
     /// Records that a connection ended. Ignored if another connection has taken the
@@ -272,6 +311,9 @@ impl Registry {
             if let Some(pending) = will.take() {
                 if is_expired || pending.publish_at <= now {
                     due.wills.push(pending.message);
+                    if !is_expired {
+                        due.will_taken.push((client_id.clone(), *expires_at));
+                    }
                 } else {
                     *will = Some(pending);
                 }

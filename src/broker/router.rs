@@ -49,6 +49,18 @@ impl Filter {
     }
 }
 
+/// The filter as the client wrote it, `$share/{group}/` included.
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Filter::Plain(filter) => f.write_str(filter.as_str()),
+            Filter::Shared(shared) => {
+                write!(f, "$share/{}/{}", shared.group, shared.filter.as_str())
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SharedKey {
     group: ByteString,

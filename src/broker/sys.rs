@@ -71,8 +71,8 @@ impl Broker {
                 properties: Properties::default(),
                 expires_at: None,
             };
-            // QoS 0 deliveries are never stored, so this cannot fail on storage.
-            let _ = self.route(&publisher, Arc::new(message));
+            // A failure to store a $SYS value is not worth more than the next refresh.
+            let _ = self.route(&publisher, Arc::new(message), None);
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum Error {
     /// The configuration is not valid.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
+    /// The data dir could not be opened or read.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::Error),
     /// A listener could not be bound or inspected.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -95,10 +98,11 @@ impl Server {
     /// Must be called inside a tokio runtime.
     pub fn start(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Error> {
         config.validate()?;
+        let storage = Storage::open(&config.storage)?;
         let broker = Arc::new(Broker::new(
             config.limits.clone(),
             config.session.clone(),
-            Storage::in_memory(),
+            storage,
         ));
         broker.set_authenticator(Arc::new(reload::load_authenticator(&config.auth)?));
         let mut reloader = Reloader {
@@ -106,6 +110,13 @@ impl Server {
             auth: config.auth.clone(),
             broker: broker.clone(),
         };
+        let recovery = broker.recover(Instant::now())?;
+        info!(
+            sessions = recovery.sessions,
+            subscriptions = recovery.subscriptions,
+            retained = recovery.retained,
+            "storage recovered"
+        );
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let permits = match config.limits.max_connections {
@@ -173,12 +184,15 @@ impl Server {
         &self.broker
     }
 
-    /// Stops accepting, tells every client (v5 DISCONNECT 0x8B), and waits for
-    /// every connection to finish.
+    /// Stops accepting, tells every client (v5 DISCONNECT 0x8B), waits for
+    /// every connection to finish, then flushes and fsyncs storage.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        if let Err(error) = self.broker.storage().sync() {
+            error!(%error, "could not sync storage at shutdown");
+        }
     }
 }
 

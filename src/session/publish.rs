@@ -73,10 +73,20 @@ impl Session {
             } else {
                 ReasonCode::SUCCESS
             }
-        } else if broker.publish(&self.client_id, message)?.matched == 0 && self.version.is_v5() {
-            ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
-            ReasonCode::SUCCESS
+            let routed = match (publish.qos, publish.packet_id) {
+                // The packet id is stored in the same batch as the deliveries, so a
+                // crash can neither lose the message nor route it twice.
+                (QoS::ExactlyOnce, Some(packet_id)) if self.is_persistent() => {
+                    broker.publish_exactly_once(&self.client_id, message, packet_id)?
+                }
+                _ => broker.publish(&self.client_id, message)?,
+            };
+            if routed.matched == 0 && self.version.is_v5() {
+                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            } else {
+                ReasonCode::SUCCESS
+            }
         };
         match (publish.qos, publish.packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
@@ -86,9 +96,6 @@ impl Session {
                 }));
             }
             (QoS::ExactlyOnce, Some(packet_id)) if !reason.is_error() => {
-                if self.is_persistent() {
-                    broker.storage().add_incoming(&self.client_id, packet_id)?;
-                }
                 self.incoming.insert(packet_id);
                 out.send(&Packet::PubRec(Ack {
                     reason,

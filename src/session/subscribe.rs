@@ -53,7 +53,7 @@ impl Session {
                 options: *options,
                 identifier,
             };
-            let existed = broker.subscribe(&self.client_id, &filter, subscription);
+            let existed = broker.subscribe(&self.client_id, &filter, subscription)?;
             // [MQTT-3.8.4-3] retained messages on subscribe, per retain handling;
             // never for shared subscriptions (MQTT 5.0 §4.8.2).
             let wants_retained = match options.retain_handling {
@@ -130,15 +130,14 @@ impl Session {
         broker: &Broker,
         out: &mut Outbox,
     ) -> Result<(), Error> {
-        let reasons = unsubscribe
-            .filters
-            .iter()
-            .map(|text| match Filter::parse(text) {
-                Ok(filter) if broker.unsubscribe(&self.client_id, &filter) => ReasonCode::SUCCESS,
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for text in &unsubscribe.filters {
+            reasons.push(match Filter::parse(text) {
+                Ok(filter) if broker.unsubscribe(&self.client_id, &filter)? => ReasonCode::SUCCESS,
                 Ok(_) => ReasonCode::NO_SUBSCRIPTION_EXISTED,
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
-            })
-            .collect();
+            });
+        }
         // [MQTT-3.10.4-4] UNSUBACK even if nothing was removed; 3.x has no reason codes.
         out.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,

@@ -100,11 +100,13 @@ impl Harness {
             },
             identifier: None,
         };
-        self.broker.subscribe(
-            &self.session.client_id,
-            &Filter::parse(filter).unwrap(),
-            subscription,
-        );
+        self.broker
+            .subscribe(
+                &self.session.client_id,
+                &Filter::parse(filter).unwrap(),
+                subscription,
+            )
+            .unwrap();
     }
 }
 

@@ -19,14 +19,23 @@ pub mod certs;
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A broker serving on a free loopback port; shut down by [`TestBroker::stop`].
+/// Its data lives in a temporary directory that lives as long as it does.
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub server: Server,
+    pub config: Config,
+    pub data_dir: tempfile::TempDir,
 }
 
 impl TestBroker {
     pub async fn stop(self) {
         self.server.shutdown().await;
+    }
+
+    /// Stops the broker and starts a new one on the same data dir (on a new port).
+    pub async fn restart(self) -> TestBroker {
+        self.server.shutdown().await;
+        start_broker_in(self.config, self.data_dir).await
     }
 
     pub fn port(&self) -> u16 {
@@ -39,12 +48,24 @@ pub async fn start_broker() -> TestBroker {
     start_broker_with(Config::default()).await
 }
 
-/// Starts a broker with `config` (its listeners are replaced by one on 127.0.0.1:0).
+/// Starts a broker with `config` (its listeners are replaced by one on 127.0.0.1:0,
+/// its data dir by a fresh temporary one).
 pub async fn start_broker_with(config: Config) -> TestBroker {
+    start_broker_in(config, tempfile::tempdir().unwrap()).await
+}
+
+/// Starts a broker with `config` on the data dir `data_dir`.
+pub async fn start_broker_in(mut config: Config, data_dir: tempfile::TempDir) -> TestBroker {
+    config.storage.dir = data_dir.path().to_path_buf();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::start(config, vec![listener]).unwrap();
+    let server = Server::start(config.clone(), vec![listener]).unwrap();
     let addr = server.local_addrs()[0];
-    TestBroker { addr, server }
+    TestBroker {
+        addr,
+        server,
+        config,
+        data_dir,
+    }
 }
 
 /// A client that speaks packets (or raw bytes) with no protocol logic of its own.

@@ -1,0 +1,120 @@
+//! The broker's side of persistence: session records written as connections
+//! attach and leave, and the rebuild of registry, router and retained set from
+//! storage at startup.
+//!
+//! Only the small things come back into memory: a registry slot per session, the
+//! subscriptions and the retained messages. Queues stay on disk until their
+//! session reconnects (mosquitto #3273).
+
+use std::time::{Duration, Instant};
+
+use super::registry::{Departure, PendingWill, Restored};
+use super::router::{Filter, Subscription};
+use super::Broker;
+use crate::protocol::ClientId;
+use crate::storage::{self, SessionRecord, StoredWill};
+
+/// What startup found on disk.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Persistent sessions, now offline.
+    pub sessions: usize,
+    /// Their subscriptions.
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained: usize,
+}
+
+impl Broker {
+    /// Rebuilds sessions, subscriptions and retained messages from storage. Called
+    /// once, before the listeners accept. Sessions whose expiry passed while the
+    /// broker was down are ended here, their wills published ([MQTT-3.1.3-9]).
+    pub fn recover(&self, now: Instant) -> Result<Recovery, storage::Error> {
+        let recovered = self.storage.recover()?;
+        let mut recovery = Recovery {
+            sessions: recovered.sessions.len(),
+            subscriptions: 0,
+            retained: recovered.retained.len(),
+        };
+        for session in recovered.sessions {
+            let (expires_at, will) = match session.record {
+                // The connection was cut by the crash: the expiry counts from now.
+                SessionRecord::Online { expiry } => (expiry.and_then(|d| now.checked_add(d)), None),
+                SessionRecord::Offline { expires_at, will } => (
+                    expires_at,
+                    will.map(|will| PendingWill {
+                        publish_at: will.publish_at,
+                        message: will.message,
+                    }),
+                ),
+            };
+            let restored = Restored {
+                expires_at,
+                will,
+                next_seq: session.max_seq.saturating_add(1),
+                queued: session.queued,
+            };
+            self.registry.restore(session.client_id, restored);
+        }
+        let mut router = self.router.write();
+        for stored in recovered.subscriptions {
+            match Filter::parse(&stored.filter) {
+                Ok(filter) => {
+                    let subscription = Subscription {
+                        options: stored.options,
+                        identifier: stored.identifier,
+                    };
+                    router.subscribe(&stored.client_id, &filter, subscription);
+                    recovery.subscriptions += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(client_id = %stored.client_id, filter = %stored.filter, %error, "stored filter skipped");
+                }
+            }
+        }
+        drop(router);
+        let mut retained = self.retained.write();
+        for message in recovered.retained {
+            retained.set(message);
+        }
+        drop(retained);
+        // Before anyone can connect: end what expired while the broker was down.
+        self.on_tick(Instant::now());
+        Ok(recovery)
+    }
+
+    /// Stores the record of a persistent session a connection now holds, before
+    /// CONNACK: if the broker dies while it is connected, the session (and its
+    /// subscriptions) come back, expiring `expiry` after the restart (`None`: never).
+    pub fn open_session(
+        &self,
+        client_id: &ClientId,
+        expiry: Option<Duration>,
+    ) -> Result<(), storage::Error> {
+        self.storage
+            .save_session(client_id, &SessionRecord::Online { expiry })
+    }
+
+    /// Records that a connection ended (see [`super::registry::Registry::detach`]),
+    /// and stores when the offline session expires and any will it still holds.
+    /// Returns whether the session was this connection's.
+    pub fn detach(&self, client_id: &ClientId, connection_id: u64, departure: Departure) -> bool {
+        let record = match &departure {
+            Departure::End => None,
+            Departure::Offline { expires_at, will } => Some(SessionRecord::Offline {
+                expires_at: *expires_at,
+                will: will.as_ref().map(|will| StoredWill {
+                    publish_at: will.publish_at,
+                    message: will.message.clone(),
+                }),
+            }),
+        };
+        let is_detached = self.registry.detach(client_id, connection_id, departure);
+        if let (true, Some(record)) = (is_detached, record) {
+            if let Err(error) = self.storage.save_session(client_id, &record) {
+                tracing::error!(%client_id, %error, "could not store the offline session");
+            }
+        }
+        is_detached
+    }
+}
