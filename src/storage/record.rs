@@ -75,7 +75,15 @@ impl Clock {
             return None;
         }
         let ahead = Duration::from_millis(wall_ms.saturating_sub(self.wall_ms));
-        Some(self.instant.checked_add(ahead).unwrap_or(self.instant))
+        let behind = Duration::from_millis(self.wall_ms.saturating_sub(wall_ms));
+        // A passed deadline maps to the past, not to this clock's `now`: the caller's
+        // own `now` may have been read a moment before this clock was.
+        Some(
+            self.instant
+                .checked_add(ahead)
+                .and_then(|at| at.checked_sub(behind))
+                .unwrap_or(self.instant),
+        )
     }
 }
 
