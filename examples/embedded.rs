@@ -11,7 +11,10 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 async fn main() -> anyhow::Result<()> {
     // Bind first (port 0 picks a free port), then hand the listener to the broker.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::start(Config::default(), vec![listener])?;
+    // Keep nothing on disk: this broker lives only as long as the example.
+    let mut config = Config::default();
+    config.storage.durability = rookery::config::Durability::Memory;
+    let server = Server::start(config, vec![listener])?;
     let addr = server.local_addrs()[0];
     println!("broker listening on {addr}");
 

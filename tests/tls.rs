@@ -15,7 +15,7 @@ use rookery::{Config, Server};
 async fn start(listeners: Vec<ListenerConfig>) -> Server {
     let config = Config {
         listeners,
-        ..Config::default()
+        ..memory_config()
     };
     Server::bind(config).await.unwrap()
 }
@@ -257,7 +257,7 @@ async fn certificate_common_name_becomes_the_username() {
     };
     let mut config = Config {
         listeners: vec![listener],
-        ..Config::default()
+        ..memory_config()
     };
     config.auth.allow_anonymous = Some(false);
     config.auth.acl_file = Some(acl);

@@ -26,7 +26,7 @@ async fn start_ws() -> Server {
     };
     let config = Config {
         listeners: vec![listener],
-        ..Config::default()
+        ..memory_config()
     };
     Server::bind(config).await.unwrap()
 }
@@ -187,7 +187,7 @@ async fn rumqttc_over_wss_with_client_certificate() {
     };
     let config = Config {
         listeners: vec![listener],
-        ..Config::default()
+        ..memory_config()
     };
     let server = Server::bind(config).await.unwrap();
     let port = server.local_addrs()[0].port();

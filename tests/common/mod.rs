@@ -43,6 +43,14 @@ impl TestBroker {
     }
 }
 
+/// The default configuration with nothing written to disk, for tests that bind
+/// their own listeners through `Server::bind`.
+pub fn memory_config() -> Config {
+    let mut config = Config::default();
+    config.storage.durability = rookery::config::Durability::Memory;
+    config
+}
+
 /// Starts a broker with the default configuration on 127.0.0.1:0.
 pub async fn start_broker() -> TestBroker {
     start_broker_with(Config::default()).await
