@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rookery::broker::mailbox::Mailbox;
 use rookery::broker::registry::Link;
 use rookery::broker::router::{Filter, Subscription};
 use rookery::broker::Broker;
 use rookery::config::{Limits, SessionConfig};
 use rookery::protocol::{ClientId, Properties, QoS, SubscriptionOptions, TopicName};
 use rookery::storage::{Delivery, Message, Storage};
-use tokio::sync::mpsc;
 
 const SUBSCRIBERS: usize = 1_000;
 
@@ -23,15 +23,13 @@ fn fanout(c: &mut Criterion) {
         ..Limits::default()
     };
     let broker = Broker::new(limits, SessionConfig::default(), Storage::in_memory());
-    let mut mailboxes: Vec<mpsc::UnboundedReceiver<Delivery>> = Vec::with_capacity(SUBSCRIBERS);
+    let mut mailboxes: Vec<Arc<Mailbox>> = Vec::with_capacity(SUBSCRIBERS);
     for i in 0..SUBSCRIBERS {
         let client_id = ClientId::new(format!("sub-{i}"));
-        let (mailbox, receiver) = mpsc::unbounded_channel();
-        let (control, _) = mpsc::unbounded_channel();
+        let mailbox = Arc::new(Mailbox::default());
         let link = Link {
             connection_id: broker.next_connection_id(),
-            mailbox,
-            control,
+            mailbox: mailbox.clone(),
             is_persistent: false,
         };
         broker.registry().attach(&client_id, link);
@@ -49,7 +47,7 @@ fn fanout(c: &mut Criterion) {
         })
         .unwrap();
         broker.subscribe(&client_id, &filter, subscription).unwrap();
-        mailboxes.push(receiver);
+        mailboxes.push(mailbox);
     }
     let publisher = ClientId::new("publisher");
     let message = Arc::new(Message {
@@ -64,12 +62,14 @@ fn fanout(c: &mut Criterion) {
     group.throughput(Throughput::Elements(SUBSCRIBERS as u64));
     group.bench_function("publish_qos1_to_1000_mailboxes", |b| {
         b.iter_custom(|iterations| {
+            let mut batch: Vec<Delivery> = Vec::new();
             let start = Instant::now();
             for _ in 0..iterations {
                 let routed = broker.publish(&publisher, message.clone()).unwrap();
                 assert_eq!(routed.matched, SUBSCRIBERS);
-                for mailbox in &mut mailboxes {
-                    while mailbox.try_recv().is_ok() {}
+                for mailbox in &mailboxes {
+                    mailbox.take(usize::MAX, &mut batch);
+                    batch.clear();
                 }
                 for i in 0..SUBSCRIBERS {
                     if let Some(slot) = broker.registry().get(&ClientId::new(format!("sub-{i}"))) {

@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
+use crate::broker::mailbox::Mailbox;
 use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
 use crate::broker::Broker;
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
@@ -151,13 +152,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.out
                 .set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
         }
-        let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
-        let (control_tx, control) = mpsc::unbounded_channel();
+        let mailbox = Arc::new(Mailbox::default());
         let connection_id = self.broker.next_connection_id();
         let link = Link {
             connection_id,
-            mailbox: mailbox_tx,
-            control: control_tx,
+            mailbox: mailbox.clone(),
             is_persistent: negotiated.session_expiry.is_persistent(),
         };
         let (slot, session_present) = self.attach(&negotiated, link).await;
@@ -187,12 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(())
         };
         let ending = match resumed {
-            Ok(()) => {
-                self.run_session(&mut session, mailbox, control, shutdown)
-                    .await
-            }
+            Ok(()) => self.run_session(&mut session, &mailbox, shutdown).await,
             Err(error) => Ending::Violation(error),
         };
+        mailbox.close();
         self.finish(session, connection_id, ending).await;
     }
 
@@ -252,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     is_session_continued: !negotiated.clean_start,
                     done,
                 };
-                if old.control.send(request).is_ok()
+                if old.mailbox.send_control(request).is_ok()
                     && timeout(TAKEOVER_TIMEOUT, finished).await.is_err()
                 {
                     tracing::warn!("the previous connection did not let go of the session in time");
@@ -277,75 +274,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run_session(
         &mut self,
         session: &mut Session,
-        mut mailbox: mpsc::UnboundedReceiver<Delivery>,
-        mut control: mpsc::UnboundedReceiver<Control>,
+        mailbox: &Mailbox,
         shutdown: CancellationToken,
     ) -> Ending {
-        let max = self.broker.limits().max_packet_size as usize;
-        let broker = self.broker.clone();
         let keep_alive = sleep_until(session.next_deadline(Instant::now()).into());
         tokio::pin!(keep_alive);
+        let mut batch = Vec::new();
         loop {
-            let sent = session.take_sent_count();
-            if sent > 0 {
-                broker
-                    .metrics()
-                    .messages_sent
-                    .fetch_add(sent, Ordering::Relaxed);
+            if let Some(ending) = self.deliver(session, mailbox, &mut batch) {
+                return ending;
             }
-            if let Err(error) = self.flush().await {
+            if let Some(Control::TakeOver {
+                is_session_continued,
+                done,
+            }) = mailbox.take_control()
+            {
+                self.hand_over(session, is_session_continued).await;
+                let _ = done.send(());
+                return Ending::TakenOver;
+            }
+            if let Err(error) = self.flush_session(session).await {
                 debug!(%error, "write failed");
                 return Ending::Lost;
             }
+            // More deliveries are ready for the window: look at the socket, then loop.
+            let has_work = session.can_send() && mailbox.has_deliveries();
             self.read_buf.reserve(self.read_size);
             tokio::select! {
-                read = self.stream.read_buf(&mut self.read_buf) => {
-                    match read {
-                        Ok(0) | Err(_) => return Ending::Lost,
-                        Ok(n) => self.adapt_read_size(n),
-                    }
-                    let now = Instant::now();
-                    loop {
-                        let packet = match decode(&mut self.read_buf, session_version(session), max) {
-                            Ok(Some(packet)) => packet,
-                            Ok(None) => break,
-                            Err(error) => return Ending::Violation(error.into()),
-                        };
-                        match session.on_packet(packet, &broker, now, &mut self.out) {
-                            Ok(Flow::Continue) => {}
-                            Ok(Flow::Disconnect { publish_will }) => return Ending::Disconnected { publish_will },
-                            Err(error) => return Ending::Violation(error),
+                biased;
+                () = shutdown.cancelled() => return Ending::Shutdown,
+                read = self.stream.read_buf(&mut self.read_buf) => match read {
+                    Ok(0) | Err(_) => return Ending::Lost,
+                    Ok(n) => {
+                        self.adapt_read_size(n);
+                        if let Some(ending) = self.handle_packets(session) {
+                            return ending;
                         }
-                    }
-                    self.shrink_read_buffer();
-                }
-                Some(delivery) = mailbox.recv(), if session.can_send() => {
-                    let now = Instant::now();
-                    let mut next = Some(delivery);
-                    let mut taken = 0;
-                    while let Some(delivery) = next.take() {
-                        if let Err(error) = session.on_delivery(delivery, &broker, now, &mut self.out) {
-                            return Ending::Violation(error);
-                        }
-                        taken += 1;
-                        if taken < DELIVERIES_PER_TURN && session.can_send() {
-                            next = mailbox.try_recv().ok();
-                        }
-                    }
-                }
-                Some(request) = control.recv() => match request {
-                    Control::TakeOver { is_session_continued, done } => {
-                        session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
-                        let _ = self.flush().await;
-                        // [MQTT-3.1.4-3] the old connection's will is published, unless a
-                        // will delay lets the continued session cancel it.
-                        if let Some(will) = session.take_over(is_session_continued, Instant::now()) {
-                            self.publish_will(session.client_id(), will);
-                        }
-                        let _ = done.send(());
-                        return Ending::TakenOver;
                     }
                 },
+                () = std::future::ready(()), if has_work => {}
+                () = mailbox.wait(), if !has_work => {}
                 () = &mut keep_alive => {
                     let now = Instant::now();
                     if let Err(error) = session.on_tick(now) {
@@ -355,9 +323,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // per keep-alive period instead of once per packet.
                     keep_alive.as_mut().reset(session.next_deadline(now).into());
                 }
-                () = shutdown.cancelled() => return Ending::Shutdown,
             }
         }
+    }
+
+    /// Handles every complete packet in the read buffer.
+    fn handle_packets(&mut self, session: &mut Session) -> Option<Ending> {
+        let max = self.broker.limits().max_packet_size as usize;
+        let now = Instant::now();
+        loop {
+            let packet = match decode(&mut self.read_buf, session.version(), max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(error) => return Some(Ending::Violation(error.into())),
+            };
+            match session.on_packet(packet, &self.broker, now, &mut self.out) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Disconnect { publish_will }) => {
+                    return Some(Ending::Disconnected { publish_will })
+                }
+                Err(error) => return Some(Ending::Violation(error)),
+            }
+        }
+        self.shrink_read_buffer();
+        None
+    }
+
+    /// Takes a batch of deliveries from the mailbox while the in-flight window has room.
+    fn deliver(
+        &mut self,
+        session: &mut Session,
+        mailbox: &Mailbox,
+        batch: &mut Vec<Delivery>,
+    ) -> Option<Ending> {
+        if !session.can_send() {
+            return None;
+        }
+        mailbox.take(DELIVERIES_PER_TURN, batch);
+        let now = Instant::now();
+        for delivery in batch.drain(..) {
+            if let Err(error) = session.on_delivery(delivery, &self.broker, now, &mut self.out) {
+                return Some(Ending::Violation(error));
+            }
+        }
+        None
+    }
+
+    /// Another connection took the session over: tell this client, and publish its
+    /// will unless a will delay lets the continued session cancel it ([MQTT-3.1.4-3]).
+    async fn hand_over(&mut self, session: &mut Session, is_session_continued: bool) {
+        session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
+        let _ = self.flush().await;
+        if let Some(will) = session.take_over(is_session_continued, Instant::now()) {
+            self.publish_will(session.client_id(), will);
+        }
+    }
+
+    /// Counts what the session sent, then writes it.
+    async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
+        let sent = session.take_sent_count();
+        if sent > 0 {
+            self.broker
+                .metrics()
+                .messages_sent
+                .fetch_add(sent, Ordering::Relaxed);
+        }
+        self.flush().await
     }
 
     /// Sizes the next read from the last one: doubling while reads fill the buffer
@@ -447,8 +478,4 @@ fn open_session(broker: &Broker, negotiated: &Negotiated) -> Result<(), storage:
         SessionExpiry::Never => None,
     };
     broker.open_session(&negotiated.client_id, expiry)
-}
-
-fn session_version(session: &Session) -> ProtocolVersion {
-    session.version()
 }

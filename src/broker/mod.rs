@@ -7,6 +7,7 @@
 //! delivery to a mailbox. Publish runs inline in the publisher's task, so
 //! per-publisher order needs no extra machinery ([MQTT-4.6.0-5]).
 
+pub mod mailbox;
 mod recovery;
 pub mod registry;
 pub mod retained;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use super::mailbox::Mailbox;
 
 use crate::protocol::{ClientId, QoS};
 use crate::storage::{Delivery, Message};
@@ -33,10 +35,8 @@ pub enum Control {
 pub struct Link {
     /// Unique per connection, so a late detach of a replaced connection is ignored.
     pub connection_id: u64,
-    /// Deliveries. Unbounded; the slot's queue count is the bound.
-    pub mailbox: mpsc::UnboundedSender<Delivery>,
-    /// Control requests.
-    pub control: mpsc::UnboundedSender<Control>,
+    /// Deliveries and control requests. Unbounded; the slot's queue count is the bound.
+    pub mailbox: Arc<Mailbox>,
     /// Whether the session outlives this connection.
     pub is_persistent: bool,
 }
@@ -123,7 +123,7 @@ impl ClientSlot {
         if let Presence::Online(link) = &*self.presence.lock() {
             // A closed mailbox means the connection is ending; stored deliveries are
             // replayed from storage on the next attach, others end here.
-            let _ = link.mailbox.send(delivery);
+            link.mailbox.push(delivery);
         }
     }
 

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::sync::mpsc;
 
 use super::*;
+use crate::broker::mailbox::Mailbox;
 use crate::broker::registry::Link;
 use crate::broker::router::{Filter, Subscription};
 use crate::config::{Limits, SessionConfig};
@@ -19,7 +19,7 @@ struct Harness {
     broker: Broker,
     session: Session,
     out: Outbox,
-    mailbox: mpsc::UnboundedReceiver<Delivery>,
+    mailbox: Arc<Mailbox>,
     now: Instant,
 }
 
@@ -40,12 +40,10 @@ fn harness_with(broker: Broker, connect: Connect) -> Harness {
     let now = Instant::now();
     let negotiated =
         connect::negotiate(&connect, broker.limits(), broker.session_config()).unwrap();
-    let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
-    let (control, _control_rx) = mpsc::unbounded_channel();
+    let mailbox = Arc::new(Mailbox::default());
     let link = Link {
         connection_id: broker.next_connection_id(),
-        mailbox: mailbox_tx,
-        control,
+        mailbox: mailbox.clone(),
         is_persistent: negotiated.session_expiry.is_persistent(),
     };
     let (slot, _) = broker.registry().attach(&negotiated.client_id, link);
@@ -84,8 +82,14 @@ impl Harness {
         packets
     }
 
+    fn take_mailbox(&mut self) -> Vec<Delivery> {
+        let mut batch = Vec::new();
+        self.mailbox.take(usize::MAX, &mut batch);
+        batch
+    }
+
     fn deliver_mailbox(&mut self) {
-        while let Ok(delivery) = self.mailbox.try_recv() {
+        for delivery in self.take_mailbox() {
             self.session
                 .on_delivery(delivery, &self.broker, self.now, &mut self.out)
                 .unwrap();
@@ -162,16 +166,14 @@ fn qos2_resent_publish_before_pubrel_is_not_routed_twice() {
         ]
     );
     let mut routed = 0;
-    while h.mailbox.try_recv().is_ok() {
-        routed += 1;
-    }
+    routed += h.take_mailbox().len();
     assert_eq!(routed, 1);
     h.packet(Packet::PubRel(Ack::new(id(1)))).unwrap();
     assert_eq!(h.sent(), vec![Packet::PubComp(Ack::new(id(1)))]);
     // After PUBREL the id is free: a new PUBLISH with it is a new message.
     h.packet(Packet::Publish(publish("a", QoS::ExactlyOnce, Some(1))))
         .unwrap();
-    assert_eq!(h.mailbox.try_recv().map(|_| ()), Ok(()));
+    assert_eq!(h.take_mailbox().len(), 1);
 }
 
 #[test]
@@ -205,7 +207,9 @@ fn topic_alias_sets_then_stands_in_for_the_topic_v5() {
     let mut second = publish("", QoS::AtMostOnce, None);
     second.properties.topic_alias = Some(3);
     h.packet(Packet::Publish(second)).unwrap();
-    let topics: Vec<String> = std::iter::from_fn(|| h.mailbox.try_recv().ok())
+    let topics: Vec<String> = h
+        .take_mailbox()
+        .into_iter()
         .map(|d| d.message.topic.as_str().to_string())
         .collect();
     assert_eq!(topics, ["long/topic/name", "long/topic/name"]);
