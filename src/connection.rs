@@ -73,7 +73,7 @@ where
     let mut connection = Connection {
         stream,
         read_buf: BytesMut::new(),
-        read_size: 1024,
+        read_size: MIN_READ * 2,
         out: Outbox::new(ProtocolVersion::V3_1_1),
         broker: broker.clone(),
         peer,
@@ -99,11 +99,13 @@ struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    async fn serve(&mut self, shutdown: CancellationToken) {
+    /// Reads and checks CONNECT, refusing it with the right CONNACK when it fails.
+    /// The decoded packet is dropped here: nothing of it outlives the handshake.
+    async fn accept_connect(&mut self) -> Option<Negotiated> {
         let connect_timeout = self.broker.limits().connect_timeout;
         let connect = match timeout(connect_timeout, self.read_connect()).await {
             Ok(Ok(Some(connect))) => connect,
-            Ok(Ok(None)) => return,
+            Ok(Ok(None)) => return None,
             Ok(Err(error)) => {
                 debug!(%error, "refused before CONNECT");
                 // [MQTT-3.1.2-2] an unsupported version gets CONNACK 0x01 (3.1.1) or
@@ -118,11 +120,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.refuse(version, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
                         .await;
                 }
-                return;
+                return None;
             }
             Err(_) => {
                 debug!("no CONNECT within the connect timeout");
-                return;
+                return None;
             }
         };
         self.out.set_version(connect.version);
@@ -135,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(reason) => {
                 debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
                 self.refuse(connect.version, reason).await;
-                return;
+                return None;
             }
         };
         let authenticator = self.broker.authenticator();
@@ -144,8 +146,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(reason) => {
                 debug!(client_id = %connect.client_id, ?reason, "CONNECT refused by auth");
                 self.refuse(connect.version, reason).await;
-                return;
+                return None;
             }
+        };
+        Some(negotiated)
+    }
+
+    async fn serve(&mut self, shutdown: CancellationToken) {
+        let Some(negotiated) = self.accept_connect().await else {
+            return;
         };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());
         if let Some(max) = negotiated.client_max_packet_size {
@@ -163,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let now = Instant::now();
         if let Err(error) = open_session(&self.broker, &negotiated) {
             tracing::error!(%error, "could not store the session; refusing");
-            self.refuse(connect.version, ReasonCode::SERVER_UNAVAILABLE)
+            self.refuse(negotiated.version, ReasonCode::SERVER_UNAVAILABLE)
                 .await;
             let departure = Departure::Offline {
                 expires_at: negotiated.session_expiry.deadline(now),

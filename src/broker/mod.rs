@@ -212,7 +212,8 @@ impl Broker {
             return Err(error);
         }
         if message.retain {
-            self.retained.write().set(message.clone());
+            let retained = Arc::new(message.detached());
+            self.retained.write().set(retained);
         }
         for (slot, delivery) in sends {
             slot.deliver(delivery);

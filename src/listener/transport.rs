@@ -54,11 +54,27 @@ impl Transport {
         broker: Arc<Broker>,
         shutdown: CancellationToken,
     ) {
+        // Each transport's future is boxed, so a plain TCP connection's task is only
+        // as large as the MQTT connection itself, not the largest (WSS) stack.
         let Some(tls) = &self.tls else {
-            return self
-                .serve_mqtt(stream, addr, Peer::default(), broker, shutdown)
-                .await;
+            if self.websocket_path.is_none() {
+                return connection::run_with(stream, Peer::default(), broker, shutdown).await;
+            }
+            let websocket = self.serve_mqtt(stream, addr, Peer::default(), broker, shutdown);
+            return Box::pin(websocket).await;
         };
+        Box::pin(self.serve_tls(tls, stream, addr, broker, shutdown)).await;
+    }
+
+    /// Runs the TLS handshake, then serves MQTT (over WebSocket for `wss`).
+    async fn serve_tls(
+        &self,
+        tls: &TlsListener,
+        stream: TcpStream,
+        addr: SocketAddr,
+        broker: Arc<Broker>,
+        shutdown: CancellationToken,
+    ) {
         let Some(accepted) = handshake(tls.accept(stream), &broker, &shutdown).await else {
             debug!(%addr, "TLS handshake timed out");
             return;

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use super::publish::forwarded_properties;
 use crate::config::{Limits, SessionConfig};
@@ -120,7 +121,7 @@ pub struct Negotiated {
     /// Whether we changed the expiry the client asked for.
     pub is_session_expiry_overridden: bool,
     /// The will, if any.
-    pub will: Option<WillMessage>,
+    pub will: Option<Box<WillMessage>>,
     /// The outbound window: `max_inflight`, capped by a v5 client's Receive Maximum.
     pub client_receive_maximum: u16,
     /// The client's Maximum Packet Size, if it set one.
@@ -167,16 +168,17 @@ pub fn negotiate(
         keep_alive(connect.keep_alive, limits.max_keep_alive);
     let will = match &connect.will {
         None => None,
-        Some(will) => Some(WillMessage {
-            topic: TopicName::new(will.topic.clone())
+        // Copies, like the client id: a will can wait a long time.
+        Some(will) => Some(Box::new(WillMessage {
+            topic: TopicName::new(ByteString::from(will.topic.to_string()))
                 .map_err(|_| ReasonCode::TOPIC_NAME_INVALID)?,
-            payload: will.payload.clone(),
+            payload: Bytes::copy_from_slice(&will.payload),
             qos: will.qos,
             retain: will.retain,
             properties: forwarded_properties(&will.properties),
             expiry_interval: will.properties.message_expiry_interval,
             delay: Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0))),
-        }),
+        })),
     };
     Ok(Negotiated {
         version,
@@ -201,7 +203,10 @@ pub fn negotiate(
 
 fn client_id(connect: &Connect) -> Result<(ClientId, bool), ReasonCode> {
     if !connect.client_id.is_empty() {
-        return Ok((ClientId::new(connect.client_id.clone()), false));
+        // A copy, not a slice of the read buffer: the id lives as long as the
+        // session, and a slice would keep the whole buffer it arrived in alive.
+        let id = ByteString::from(connect.client_id.to_string());
+        return Ok((ClientId::new(id), false));
     }
     match connect.version {
         // 3.1 requires 1 to 23 characters.

@@ -74,7 +74,7 @@ pub struct Session {
     session_expiry: SessionExpiry,
     keep_alive: Option<Duration>,
     last_packet_at: Instant,
-    will: Option<WillMessage>,
+    will: Option<Box<WillMessage>>,
     /// Inbound topic aliases; index = alias - 1.
     /// Grown on first use, so a client that never uses aliases pays nothing.
     topic_aliases: Vec<Option<TopicName>>,

@@ -81,6 +81,19 @@ impl Message {
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+
+    /// A copy whose topic and payload own their bytes. A decoded message's are
+    /// slices of the connection's read buffer; one kept for long (a retained
+    /// message) must not keep that whole buffer alive.
+    pub fn detached(&self) -> Message {
+        let topic = TopicName::new(bytestring::ByteString::from(self.topic.as_str().to_owned()))
+            .unwrap_or_else(|_| self.topic.clone());
+        Message {
+            topic,
+            payload: Bytes::copy_from_slice(&self.payload),
+            ..self.clone()
+        }
+    }
 }
 
 /// One message on its way to one subscriber.
