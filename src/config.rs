@@ -437,6 +437,12 @@ mod tests {
     }
 
     #[test]
+    fn documented_config_file_states_the_defaults() {
+        let documented = Config::parse(include_str!("../config/rookery.toml"), []).unwrap();
+        assert_eq!(documented, Config::default());
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         assert!(Config::parse("[limits]\nmax_inflite = 3\n", []).is_err());
     }
