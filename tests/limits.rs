@@ -179,7 +179,7 @@ async fn connect_timeout_closes_a_socket_that_sends_half_a_connect() {
 
 #[tokio::test]
 async fn connack_announces_the_limits_v5() {
-    // [MQTT-3.2.2-?] CONNACK carries Receive Maximum, Maximum Packet Size and Topic
+    // (MQTT 5.0 §3.2.2.3) CONNACK carries Receive Maximum, Maximum Packet Size and Topic
     // Alias Maximum (MQTT 5.0 §3.2.2.3.3, §3.2.2.3.6, §3.2.2.3.8).
     let broker = start_broker_with(config(|limits| {
         limits.receive_maximum = 7;

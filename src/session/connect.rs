@@ -140,7 +140,7 @@ pub fn negotiate(
     let properties = &connect.properties;
     let (client_id, is_assigned_id) = client_id(connect)?;
     if version.is_v5() {
-        // [MQTT-3.1.2-?] Receive Maximum and Maximum Packet Size of 0 are protocol errors.
+        // (MQTT 5.0 §3.1.2.11) Receive Maximum and Maximum Packet Size of 0 are protocol errors.
         if properties.receive_maximum == Some(0) || properties.maximum_packet_size == Some(0) {
             return Err(ReasonCode::PROTOCOL_ERROR);
         }

@@ -205,7 +205,7 @@ impl Session {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), Error> {
-        // [MQTT-4.3.3-?] a PUBREC with an error reason ends the flow without PUBREL.
+        // (MQTT 5.0 §4.3.3) a PUBREC with an error reason ends the flow without PUBREL.
         if ack.reason.is_error() {
             if let Some(done) = self.outbound.remove(ack.packet_id) {
                 self.finish(&done.delivery, broker)?;

@@ -33,7 +33,7 @@ impl Session {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         let topic = self.resolve_topic(&publish)?;
-        // [MQTT-3.3.2-?] payload format 1 promises UTF-8; a v5 receiver may refuse it with 0x99.
+        // (MQTT 5.0 §3.3.2.3.2) payload format 1 promises UTF-8; a v5 receiver may refuse it with 0x99.
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -102,7 +102,7 @@ impl Session {
                     ..Ack::new(packet_id)
                 }));
             }
-            // [MQTT-4.3.3-?] a PUBREC with an error code ends the exchange: no PUBREL follows.
+            // (MQTT 5.0 §4.3.3) a PUBREC with an error code ends the exchange: no PUBREL follows.
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 out.send(&Packet::PubRec(Ack {
                     reason,
@@ -114,7 +114,7 @@ impl Session {
         Ok(())
     }
 
-    /// The topic of a PUBLISH after v5 topic aliases ([MQTT-3.3.2-12]..[MQTT-3.3.2-?]).
+    /// The topic of a PUBLISH after v5 topic aliases ([MQTT-3.3.2-12], MQTT 5.0 §3.3.2.3.4).
     fn resolve_topic(&mut self, publish: &Publish) -> Result<TopicName, Error> {
         let Some(alias) = publish.properties.topic_alias else {
             return Ok(TopicName::new(publish.topic.clone())?);

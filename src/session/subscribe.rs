@@ -22,7 +22,7 @@ impl Session {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), Error> {
-        // [MQTT-3.8.2-?] at most one subscription identifier, and it applies to every filter.
+        // (MQTT 5.0 §3.8.2.1.2) at most one subscription identifier, and it applies to every filter.
         let identifier = subscribe
             .properties
             .subscription_identifiers

@@ -280,7 +280,7 @@ pub fn decode_subscription(value: Bytes) -> Result<(SubscriptionOptions, Option<
     check_format(&mut r)?;
     let byte = r.u8().map_err(corrupt)?;
     let options = SubscriptionOptions::from_byte(byte, ProtocolVersion::V5).map_err(corrupt)?;
-    // Subscription identifiers start at 1 ([MQTT-3.8.2-?]), so 0 means none.
+    // Subscription identifiers start at 1 ((MQTT 5.0 §3.8.2.1.2)), so 0 means none.
     let identifier = Some(r.u32().map_err(corrupt)?).filter(|&id| id != 0);
     Ok((options, identifier))
 }
