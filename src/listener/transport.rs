@@ -129,3 +129,28 @@ async fn handshake<T>(
         () = shutdown.cancelled() => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Limits, SessionConfig};
+    use crate::storage::Storage;
+
+    /// A plain TCP connection's task must not carry the TLS and WebSocket stacks:
+    /// that made every idle client cost ~24 KB instead of ~3 KB.
+    #[tokio::test]
+    async fn plain_tcp_task_does_not_hold_the_tls_and_websocket_stacks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let transport = Transport::load(&ListenerConfig::default()).unwrap();
+        let broker = Arc::new(Broker::new(
+            Limits::default(),
+            SessionConfig::default(),
+            Storage::in_memory(),
+        ));
+        let task = transport.serve(stream, addr, broker, CancellationToken::new());
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 4096, "a plain TCP connection task is {size} bytes");
+    }
+}
