@@ -82,11 +82,6 @@ impl Mailbox {
         !self.state.lock().deliveries.is_empty()
     }
 
-    /// Whether a control request is waiting.
-    pub fn has_control(&self) -> bool {
-        self.state.lock().control.is_some()
-    }
-
     /// Waits until something may have arrived since the last check. Cancel-safe: a
     /// wake-up that lands while the caller is elsewhere is kept for the next call.
     pub async fn wait(&self) {

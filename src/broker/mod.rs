@@ -27,8 +27,7 @@ use crate::config::{Limits, SessionConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, PacketId, TopicFilter};
 use crate::storage::{
-    self, Delivery, DeliveryState, Message, PublishWrite, QueuedDelivery, Storage,
-    StoredSubscription,
+    self, Delivery, Message, PublishWrite, QueuedDelivery, Storage, StoredSubscription,
 };
 use registry::{Admission, Registry};
 use retained::Retained;
@@ -188,23 +187,18 @@ impl Broker {
                 Admission::Drop => routed.dropped += 1,
                 Admission::Send => sends.push((slot, delivery)),
                 Admission::Store(seq) => {
-                    let delivery = Delivery {
-                        seq: Some(seq),
-                        ..delivery
-                    };
-                    let entry = QueuedDelivery {
-                        seq,
-                        delivery: delivery.clone(),
-                        state: DeliveryState::Queued,
-                    };
+                    let (entry, delivery) = QueuedDelivery::queued(seq, delivery);
                     write.deliveries.push((slot.client_id().clone(), entry));
                     sends.push((slot, delivery));
                 }
             }
         }
-        self.metrics
-            .messages_dropped
-            .fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        // A shared counter: touched only when something was dropped, not per publish.
+        if routed.dropped > 0 {
+            self.metrics
+                .messages_dropped
+                .fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        }
         if let Err(error) = self.storage.commit_publish(&write) {
             for (slot, _) in &sends {
                 slot.release();

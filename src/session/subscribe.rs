@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::protocol::{
     self, Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
+use crate::storage::{Delivery, QueuedDelivery};
 
 impl Session {
     pub(super) fn on_subscribe(
@@ -102,16 +102,7 @@ impl Session {
             // No queue limit: the subscriber asked for these.
             .map(|delivery| match self.slot.admit(delivery.qos, 0, false) {
                 Admission::Store(seq) => {
-                    let delivery = Delivery {
-                        seq: Some(seq),
-                        ..delivery
-                    };
-                    let state = DeliveryState::Queued;
-                    let entry = QueuedDelivery {
-                        seq,
-                        delivery: delivery.clone(),
-                        state,
-                    };
+                    let (entry, delivery) = QueuedDelivery::queued(seq, delivery);
                     stored.push((self.client_id.clone(), entry));
                     delivery
                 }
@@ -119,7 +110,7 @@ impl Session {
             })
             .collect();
         if !stored.is_empty() {
-            broker.storage().enqueue(&stored)?;
+            broker.storage().enqueue(stored)?;
         }
         Ok(admitted)
     }

@@ -134,6 +134,23 @@ pub struct QueuedDelivery {
     pub state: DeliveryState,
 }
 
+impl QueuedDelivery {
+    /// Numbers a delivery `seq` for storage: the entry to store, not yet sent, and
+    /// the same delivery for the subscriber's mailbox.
+    pub fn queued(seq: u64, delivery: Delivery) -> (QueuedDelivery, Delivery) {
+        let delivery = Delivery {
+            seq: Some(seq),
+            ..delivery
+        };
+        let entry = QueuedDelivery {
+            seq,
+            delivery: delivery.clone(),
+            state: DeliveryState::Queued,
+        };
+        (entry, delivery)
+    }
+}
+
 /// What a session left on disk.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SessionRecord {
@@ -290,9 +307,9 @@ impl Storage {
     }
 
     /// Appends deliveries for several clients as one atomic write.
-    pub fn enqueue(&self, batch: &[(ClientId, QueuedDelivery)]) -> Result<(), Error> {
+    pub fn enqueue(&self, deliveries: Vec<(ClientId, QueuedDelivery)>) -> Result<(), Error> {
         self.commit_publish(&PublishWrite {
-            deliveries: batch.to_vec(),
+            deliveries,
             ..PublishWrite::default()
         })
     }
