@@ -97,15 +97,9 @@ pub(crate) fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<ReasonCode, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codec::tests::round_trip;
+    use crate::protocol::codec::tests::{round_trip, VERSIONS};
     use crate::protocol::properties::tests::full;
     use crate::protocol::{decode, Packet};
-
-    const VERSIONS: [ProtocolVersion; 3] = [
-        ProtocolVersion::V3_1,
-        ProtocolVersion::V3_1_1,
-        ProtocolVersion::V5,
-    ];
 
     fn wrap(kind: u8, ack: Ack) -> Packet {
         match kind {

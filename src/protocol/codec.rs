@@ -351,7 +351,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::protocol::{Properties, QoS, ReasonCode};
 
-    const VERSIONS: [ProtocolVersion; 3] = [
+    /// Every protocol version, for tests that cover each one.
+    pub(crate) const VERSIONS: [ProtocolVersion; 3] = [
         ProtocolVersion::V3_1,
         ProtocolVersion::V3_1_1,
         ProtocolVersion::V5,

@@ -302,15 +302,9 @@ impl ConnAck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codec::tests::round_trip;
+    use crate::protocol::codec::tests::{round_trip, VERSIONS};
     use crate::protocol::properties::tests::full;
     use crate::protocol::{decode, Packet};
-
-    const VERSIONS: [ProtocolVersion; 3] = [
-        ProtocolVersion::V3_1,
-        ProtocolVersion::V3_1_1,
-        ProtocolVersion::V5,
-    ];
 
     fn props(version: ProtocolVersion, owner: Owner) -> Properties {
         if version.is_v5() {

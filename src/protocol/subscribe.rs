@@ -316,15 +316,9 @@ impl UnsubAck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codec::tests::round_trip;
+    use crate::protocol::codec::tests::{round_trip, VERSIONS};
     use crate::protocol::properties::tests::full;
     use crate::protocol::{decode, Packet};
-
-    const VERSIONS: [ProtocolVersion; 3] = [
-        ProtocolVersion::V3_1,
-        ProtocolVersion::V3_1_1,
-        ProtocolVersion::V5,
-    ];
 
     fn id() -> PacketId {
         PacketId::new(9).unwrap()
