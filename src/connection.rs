@@ -6,20 +6,23 @@
 //! next read, so TCP pushes back on a fast publisher) and writes are coalesced
 //! (everything a turn produced goes out in one `write_all`).
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
+use crate::broker::arrival::Place;
 use crate::broker::mailbox::Mailbox;
-use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
-use crate::broker::Broker;
+use crate::broker::registry::{ClientSlot, Control, Departure, Detached, Link, Previous};
+use crate::broker::{Broker, Prior};
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
 use crate::session::{
     self, access, connect, Flow, Negotiated, Outbox, Peer, Session, SessionExpiry,
@@ -31,8 +34,27 @@ const DELIVERIES_PER_TURN: usize = 256;
 /// Smallest and largest read, in bytes (see `Connection::adapt_read_size`).
 const MIN_READ: usize = 128;
 const MAX_READ: usize = 64 * 1024;
-/// How long a takeover waits for the old connection to let go of the session.
-const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a takeover waits for the old connection to let go of the session. The
+/// old connection answers at once wherever it is (even blocked writing to a client
+/// that does not read), so this only bounds a broker bug.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much a connection being taken over reads of what its client already sent
+/// (see [`Connection::read_what_arrived`]).
+const TAKEOVER_READS: usize = 16;
+/// Further reads a turn takes of what has already arrived (see
+/// [`Connection::handle_ready`]); bounded so one client cannot hold a worker.
+const READY_READS: usize = 8;
+/// Reads taken of what a client sent before it closed (see
+/// [`Connection::read_what_was_sent`]): a socket receive buffer's worth.
+const CLOSED_READS: usize = 64;
+/// How long the last packets to a leaving client (a DISCONNECT with its reason)
+/// may take to write: a client that does not read does not hold the task.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a closing connection keeps reading after it shut its side, so that
+/// the client reads our DISCONNECT instead of a reset (a lingering close).
+const LINGER: Duration = Duration::from_secs(1);
+/// [`LINGER`] while the broker shuts down, which waits for every connection.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(100);
 
 /// Why a connection ended.
 enum Ending {
@@ -70,8 +92,11 @@ where
         .metrics()
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
+    let (place, place_waker) = Place::new(broker.arrivals().clone());
     let mut connection = Connection {
         stream,
+        place,
+        place_waker,
         read_buf: BytesMut::new(),
         read_size: MIN_READ * 2,
         out: Outbox::new(ProtocolVersion::V3_1_1),
@@ -81,6 +106,7 @@ where
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
+    connection.place.leave();
     broker
         .metrics()
         .connections_current
@@ -89,6 +115,9 @@ where
 
 struct Connection<S> {
     stream: S,
+    /// This connection's place in the arrival order, and the waker that keeps it.
+    place: Arc<Place>,
+    place_waker: Waker,
     read_buf: BytesMut,
     read_size: usize,
     out: Outbox,
@@ -149,6 +178,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return None;
             }
         };
+        if let Some(max) = negotiated.client_max_packet_size {
+            self.out
+                .set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
+            // [MQTT-3.1.2-24] nothing above the client's Maximum Packet Size, not even
+            // CONNACK; and without a CONNACK the client is not served ([MQTT-3.2.0-1]).
+            let connack = connect::connack(&negotiated, true, self.broker.limits());
+            if !self.out.send(&Packet::ConnAck(connack)) {
+                debug!(client_id = %negotiated.client_id, max, "CONNACK exceeds the client's Maximum Packet Size; closing");
+                return None;
+            }
+            self.out.buffer().clear();
+        }
         Some(negotiated)
     }
 
@@ -157,10 +198,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return;
         };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());
-        if let Some(max) = negotiated.client_max_packet_size {
-            self.out
-                .set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
-        }
         let mailbox = Arc::new(Mailbox::default());
         let connection_id = self.broker.next_connection_id();
         let link = Link {
@@ -179,7 +216,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 will: None,
             };
             self.broker
-                .registry()
                 .detach(&negotiated.client_id, connection_id, departure);
             return;
         }
@@ -194,8 +230,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         } else {
             Ok(())
         };
-        let ending = match resumed {
-            Ok(()) => self.run_session(&mut session, &mailbox, shutdown).await,
+        // [MQTT-3.1.4-5] packets the client sent right behind CONNECT, without
+        // waiting for CONNACK, are already in the read buffer: they go first.
+        let ending = match resumed.map(|()| self.handle_packets(&mut session)) {
+            Ok(None) => self.run_session(&mut session, &mailbox, &shutdown).await,
+            Ok(Some(ending)) => ending,
             Err(error) => Ending::Violation(error),
         };
         mailbox.close();
@@ -232,79 +271,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             code,
             properties: Default::default(),
         }));
-        let _ = self.flush().await;
+        self.close(LINGER).await;
     }
 
-    /// Points the session at this connection, taking it over from an older
-    /// connection, or discarding it on clean start. Returns the slot and whether a
-    /// session was resumed.
+    /// Points the session at this connection. A connection that held it is told to
+    /// let go and this one waits for what it leaves behind, so that whatever the
+    /// client sent on the old connection takes effect first (a DISCONNECT that
+    /// ended the session, a last PUBLISH). Returns the slot and whether a session
+    /// is present.
     async fn attach(&mut self, negotiated: &Negotiated, link: Link) -> (Arc<ClientSlot>, bool) {
         let client_id = &negotiated.client_id;
         let (slot, previous) = self.broker.registry().attach(client_id, link);
-        let mut is_stale = false;
-        let mut had_session = match previous {
-            Previous::Nothing => false,
-            Previous::Offline { will } => {
-                // [MQTT-3.1.3-9] a reconnect before the will delay passes cancels the will,
-                // unless this connection ends the session (clean start).
-                if let (Some(will), true) = (will, negotiated.clean_start) {
-                    self.publish_will(client_id, will.message);
+        let prior = match previous {
+            Previous::Nothing => Prior::Nothing,
+            Previous::Offline { will } => Prior::Session { will },
+            Previous::Online {
+                link: old,
+                departed,
+            } => {
+                // A closed mailbox means the old connection is already leaving; its
+                // departure comes all the same.
+                let _ = old.mailbox.send_control(Control::TakeOver);
+                match timeout(TAKEOVER_TIMEOUT, departed).await {
+                    Ok(Ok(Departure::End)) => Prior::Ended,
+                    Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },
+                    Ok(Err(_)) | Err(_) => {
+                        tracing::warn!(
+                            "the previous connection did not let go of the session in time"
+                        );
+                        match old.is_persistent {
+                            true => Prior::Session { will: None },
+                            false => Prior::Ended,
+                        }
+                    }
                 }
-                true
-            }
-            Previous::Online(old) => {
-                let (done, finished) = oneshot::channel();
-                let request = Control::TakeOver {
-                    is_session_continued: !negotiated.clean_start,
-                    done,
-                };
-                if old.mailbox.send_control(request).is_ok()
-                    && timeout(TAKEOVER_TIMEOUT, finished).await.is_err()
-                {
-                    tracing::warn!("the previous connection did not let go of the session in time");
-                }
-                // [MQTT-3.1.2-6] a clean session ended with that connection, which does
-                // not clean up after a takeover: its subscriptions are discarded below.
-                is_stale = !old.is_persistent;
-                old.is_persistent
             }
         };
-        if (had_session && negotiated.clean_start) || is_stale {
-            // [MQTT-3.1.2-4] Clean Start discards any existing session.
-            if let Err(error) = self.broker.end_session(client_id) {
-                tracing::error!(%error, "could not discard the previous session");
-            }
-            slot.set_queued(0);
-            had_session = false;
-        }
-        (slot, had_session)
+        let is_present = self
+            .broker
+            .settle_session(client_id, negotiated.clean_start, prior);
+        (slot, is_present)
     }
 
     async fn run_session(
         &mut self,
         session: &mut Session,
         mailbox: &Mailbox,
-        shutdown: CancellationToken,
+        shutdown: &CancellationToken,
     ) -> Ending {
         let keep_alive = sleep_until(session.next_deadline(Instant::now()).into());
         tokio::pin!(keep_alive);
         let mut batch = Vec::new();
         loop {
+            if let Some(Control::TakeOver) = mailbox.take_control() {
+                return self.read_what_arrived(session);
+            }
             if let Some(ending) = self.deliver(session, mailbox, &mut batch) {
                 return ending;
             }
-            if let Some(Control::TakeOver {
-                is_session_continued,
-                done,
-            }) = mailbox.take_control()
-            {
-                self.hand_over(session, is_session_continued).await;
-                let _ = done.send(());
-                return Ending::TakenOver;
-            }
-            if let Err(error) = self.flush_session(session).await {
-                debug!(%error, "write failed");
-                return Ending::Lost;
+            // A client that does not read must not keep a takeover waiting: the
+            // write gives way to a control request (it is cancel-safe, see `flush`).
+            tokio::select! {
+                biased;
+                written = self.flush_session(session) => if let Err(error) = written {
+                    debug!(%error, "write failed");
+                    return self.read_what_was_sent(session);
+                },
+                () = mailbox.control_requested() => continue,
             }
             // More deliveries are ready for the window: look at the socket, then loop.
             let has_work = session.can_send() && mailbox.has_deliveries();
@@ -312,11 +345,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ending::Shutdown,
-                read = self.stream.read_buf(&mut self.read_buf) => match read {
+                read = read_in_order(&mut self.stream, &mut self.read_buf, &self.place, &self.place_waker) => match read {
                     Ok(0) | Err(_) => return Ending::Lost,
                     Ok(n) => {
                         self.adapt_read_size(n);
-                        if let Some(ending) = self.handle_packets(session) {
+                        self.give_way_to_earlier_arrivals().await;
+                        let ending = self.handle_packets(session)
+                            .or_else(|| self.handle_ready(session, READY_READS));
+                        if let Some(ending) = ending {
                             return ending;
                         }
                         // Let the subscribers this turn woke run before our own
@@ -338,6 +374,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     keep_alive.as_mut().reset(session.next_deadline(now).into());
                 }
             }
+        }
+    }
+
+    /// Another connection is taking the session over. What the client sent on this
+    /// one before that and has already arrived is handled first (a DISCONNECT that
+    /// ends the session, a last PUBLISH), as a single-threaded broker would have
+    /// done ([MQTT-3.1.4-3]).
+    fn read_what_arrived(&mut self, session: &mut Session) -> Ending {
+        self.handle_ready(session, TAKEOVER_READS)
+            .unwrap_or(Ending::TakenOver)
+    }
+
+    /// The client can no longer be written to, most often because it closed
+    /// without reading our answers (a device that connects, publishes,
+    /// disconnects and closes in one burst). What it sent before closing still
+    /// counts: its messages are routed, and a DISCONNECT in there takes effect.
+    fn read_what_was_sent(&mut self, session: &mut Session) -> Ending {
+        self.out.buffer().clear();
+        let ending = self.handle_ready(session, CLOSED_READS);
+        self.out.buffer().clear();
+        ending.unwrap_or(Ending::Lost)
+    }
+
+    /// Reads and handles what has already arrived, up to `reads` reads, stopping
+    /// at the first read that would wait. A transport that hands over one unit per
+    /// read (a WebSocket frame, a TLS record) would otherwise let another
+    /// connection's later packet overtake the rest of what this client sent.
+    fn handle_ready(&mut self, session: &mut Session, reads: usize) -> Option<Ending> {
+        for _ in 0..reads {
+            self.read_buf.reserve(self.read_size);
+            // Polled with our place's waker, not a no-op one: the last waker polled
+            // is the one the socket wakes, and input arriving from now on must draw
+            // a ticket (see `read_in_order`).
+            let wakes = self.place.wakes();
+            let mut read = pin!(self.stream.read_buf(&mut self.read_buf));
+            let polled = read
+                .as_mut()
+                .poll(&mut Context::from_waker(&self.place_waker));
+            match polled {
+                Poll::Pending => {
+                    self.place.settle(wakes);
+                    return None;
+                }
+                Poll::Ready(Ok(0) | Err(_)) => return Some(Ending::Lost),
+                Poll::Ready(Ok(n)) => {
+                    self.adapt_read_size(n);
+                    if let Some(ending) = self.handle_packets(session) {
+                        return Some(ending);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Lets connections woken in the same reactor turn as this one handle what they
+    /// received before a PUBLISH of ours is routed. Tokio runs the task woken last
+    /// first (its LIFO slot), so without this a PUBLISH could overtake a SUBSCRIBE
+    /// that reached the broker before it on another connection, and the new
+    /// subscriber would miss it. The spec orders only each connection's own packets
+    /// ([MQTT-4.6.0-5]), but clients rely on "what reached the broker first takes
+    /// effect first". Other packets never wait: they cannot be overtaken this way.
+    async fn give_way_to_earlier_arrivals(&self) {
+        const PUBLISH: u8 = 3;
+        if self
+            .read_buf
+            .first()
+            .is_some_and(|first| first >> 4 == PUBLISH)
+        {
+            self.place.wait_for_earlier().await;
         }
     }
 
@@ -383,16 +489,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         None
     }
 
-    /// Another connection took the session over: tell this client, and publish its
-    /// will unless a will delay lets the continued session cancel it ([MQTT-3.1.4-3]).
-    async fn hand_over(&mut self, session: &mut Session, is_session_continued: bool) {
-        session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
-        let _ = self.flush().await;
-        if let Some(will) = session.take_over(is_session_continued, Instant::now()) {
-            self.publish_will(session.client_id(), will);
-        }
-    }
-
     /// Counts what the session sent, then writes it.
     async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
         let sent = session.take_sent_count();
@@ -424,33 +520,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// Lets go of the session first (a successor may be waiting for it), then says
+    /// goodbye to the client within bounded time.
     async fn finish(&mut self, mut session: Session, connection_id: u64, ending: Ending) {
-        let publish_will = match &ending {
-            Ending::TakenOver => return,
-            Ending::Lost => true,
-            Ending::Disconnected { publish_will } => *publish_will,
-            Ending::Violation(error) => {
-                debug!(%error, "closing the connection");
-                session.send_error(error, &mut self.out);
-                true
-            }
-            Ending::Shutdown => {
-                session.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, &mut self.out);
-                false
-            }
+        let now = Instant::now();
+        let (departure, will) = match &ending {
+            Ending::TakenOver => session.hand_over(now),
+            Ending::Lost | Ending::Violation(_) => session.depart(true, now),
+            Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
+            Ending::Shutdown => session.depart(false, now),
         };
-        let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
         let client_id = session.client_id().clone();
-        let (departure, will) = session.depart(publish_will, Instant::now());
         let is_ended = matches!(departure, Departure::End);
-        if self.broker.detach(&client_id, connection_id, departure) && is_ended {
+        let detached = self.broker.detach(&client_id, connection_id, departure);
+        if detached == Detached::Own && is_ended {
             if let Err(error) = self.broker.end_session(&client_id) {
                 tracing::error!(%error, "could not delete the ended session");
             }
         }
         if let Some(will) = will {
             self.publish_will(&client_id, will);
+        }
+        let linger = match ending {
+            Ending::Lost => Duration::ZERO,
+            Ending::Disconnected { .. } => LINGER,
+            Ending::TakenOver => {
+                session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
+                LINGER
+            }
+            Ending::Violation(error) => {
+                debug!(%error, "closing the connection");
+                session.send_error(&error, &mut self.out);
+                LINGER
+            }
+            Ending::Shutdown => {
+                session.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, &mut self.out);
+                SHUTDOWN_LINGER
+            }
+        };
+        self.close(linger).await;
+    }
+
+    /// Writes what is left, shuts our side, then reads and discards for up to
+    /// `linger` until the client closes too: closing a socket with unread input
+    /// resets it, and the reset can overtake our DISCONNECT, so the client would
+    /// never learn its reason code (a lingering close, as HTTP servers do).
+    async fn close(&mut self, linger: Duration) {
+        let farewell = async {
+            self.flush().await?;
+            self.stream.shutdown().await
+        };
+        if !matches!(timeout(FAREWELL_TIMEOUT, farewell).await, Ok(Ok(()))) || linger.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + linger;
+        loop {
+            self.read_buf.clear();
+            self.read_buf.reserve(MIN_READ * 8);
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf));
+            if !matches!(read.await, Ok(Ok(1..))) {
+                return;
+            }
         }
     }
 
@@ -460,8 +590,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Writes everything the outbox holds. Cancel-safe only between calls: it is
-    /// never used inside `select!`.
+    /// Writes everything the outbox holds. Cancel-safe: what was written leaves the
+    /// outbox as it goes, so a cancelled flush resumes where it stopped.
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
@@ -478,7 +608,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.durable = point;
         }
         let buffer = self.out.buffer();
-        self.stream.write_all(buffer).await?;
+        while !buffer.is_empty() {
+            match self.stream.write(buffer).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                written => buffer.advance(written),
+            }
+        }
         buffer.clear();
         self.stream.flush().await
     }
@@ -492,4 +627,27 @@ fn open_session(broker: &Broker, negotiated: &Negotiated) -> Result<(), storage:
         SessionExpiry::Never => None,
     };
     broker.open_session(&negotiated.client_id, expiry)
+}
+
+/// Reads into `buf` with the socket's wake-ups going through `place`, so that the
+/// connection draws its ticket in the order the reactor saw input arrive (see
+/// [`crate::broker::arrival`]). A read that finds nothing settles the ticket.
+/// Cancel-safe, as `read_buf` is.
+async fn read_in_order<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    place: &Place,
+    place_waker: &Waker,
+) -> std::io::Result<usize> {
+    let mut read = pin!(stream.read_buf(buf));
+    std::future::poll_fn(|cx| {
+        place.register(cx.waker());
+        let wakes = place.wakes();
+        let polled = read.as_mut().poll(&mut Context::from_waker(place_waker));
+        if polled.is_pending() {
+            place.settle(wakes);
+        }
+        polled
+    })
+    .await
 }

@@ -30,6 +30,9 @@ struct State {
 pub struct Mailbox {
     state: Mutex<State>,
     ready: Notify,
+    /// Wakes a connection blocked elsewhere (a write to a client that does not
+    /// read) when a control request arrives: a takeover must not wait for it.
+    control_ready: Notify,
 }
 
 impl Mailbox {
@@ -58,6 +61,7 @@ impl Mailbox {
         state.control = Some(control);
         drop(state);
         self.ready.notify_one();
+        self.control_ready.notify_one();
         Ok(())
     }
 
@@ -75,6 +79,17 @@ impl Mailbox {
     /// The pending control request, if any.
     pub fn take_control(&self) -> Option<Control> {
         self.state.lock().control.take()
+    }
+
+    /// Waits until a control request is pending. Cancel-safe: a request that
+    /// arrives while nobody waits leaves a permit for the next call.
+    pub async fn control_requested(&self) {
+        loop {
+            if self.state.lock().control.is_some() {
+                return;
+            }
+            self.control_ready.notified().await;
+        }
     }
 
     /// Whether deliveries are waiting.

@@ -7,8 +7,10 @@
 //! delivery to a mailbox. Publish runs inline in the publisher's task, so
 //! per-publisher order needs no extra machinery ([MQTT-4.6.0-5]).
 
+pub mod arrival;
 pub mod mailbox;
 mod recovery;
+pub use recovery::Prior;
 pub mod registry;
 pub mod retained;
 pub mod router;
@@ -46,6 +48,8 @@ pub struct Broker {
     next_connection_id: AtomicU64,
     /// Swapped whole on reload; readers never wait.
     authenticator: ArcSwap<Authenticator>,
+    /// The order in which connections' input arrived (see [`arrival`]).
+    arrivals: Arc<arrival::Arrivals>,
 }
 
 /// What became of a publish.
@@ -70,6 +74,7 @@ impl Broker {
             session_config,
             next_connection_id: AtomicU64::new(1),
             authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
+            arrivals: Arc::default(),
         }
     }
 
@@ -81,6 +86,11 @@ impl Broker {
     /// Session rules.
     pub fn session_config(&self) -> &SessionConfig {
         &self.session_config
+    }
+
+    /// The order in which connections' input arrived.
+    pub fn arrivals(&self) -> &Arc<arrival::Arrivals> {
+        &self.arrivals
     }
 
     /// Counters.

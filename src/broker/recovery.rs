@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::registry::{Departure, PendingWill, Restored};
+use super::registry::{Departure, Detached, PendingWill, Restored};
 use super::router::{Filter, Subscription};
 use super::Broker;
 use crate::protocol::ClientId;
@@ -97,8 +97,13 @@ impl Broker {
 
     /// Records that a connection ended (see [`super::registry::Registry::detach`]),
     /// and stores when the offline session expires and any will it still holds.
-    /// Returns whether the session was this connection's.
-    pub fn detach(&self, client_id: &ClientId, connection_id: u64, departure: Departure) -> bool {
+    /// A connection that was taken over hands its departure to its successor instead.
+    pub fn detach(
+        &self,
+        client_id: &ClientId,
+        connection_id: u64,
+        departure: Departure,
+    ) -> Detached {
         let record = match &departure {
             Departure::End => None,
             Departure::Offline { expires_at, will } => Some(SessionRecord::Offline {
@@ -109,12 +114,56 @@ impl Broker {
                 }),
             }),
         };
-        let is_detached = self.registry.detach(client_id, connection_id, departure);
-        if let (true, Some(record)) = (is_detached, record) {
+        let detached = self.registry.detach(client_id, connection_id, departure);
+        if let (Detached::Own, Some(record)) = (&detached, record) {
             if let Err(error) = self.storage.save_session(client_id, &record) {
                 tracing::error!(%client_id, %error, "could not store the offline session");
             }
         }
-        is_detached
+        detached
+    }
+}
+
+/// What a new connection found of its session once any connection that held it
+/// had let go.
+#[derive(Debug)]
+pub enum Prior {
+    /// There was no session.
+    Nothing,
+    /// The previous connection ended the session as it left (it was not
+    /// persistent, or its DISCONNECT set the expiry to 0).
+    Ended,
+    /// A session waits to be resumed, with a will still held back for its delay.
+    Session {
+        /// The will the session still holds, if any.
+        will: Option<PendingWill>,
+    },
+}
+
+impl Broker {
+    /// Settles a new connection's claim on its session; returns whether a session
+    /// is present ([MQTT-3.2.2-2]). A session that ended, or that this Clean Start
+    /// discards ([MQTT-3.1.2-4]), loses its subscriptions and stored state here.
+    pub fn settle_session(&self, client_id: &ClientId, clean_start: bool, prior: Prior) -> bool {
+        let will = match prior {
+            Prior::Nothing => return false,
+            // [MQTT-3.1.3-9] a new connection before the will delay passes cancels the will.
+            Prior::Session { .. } if !clean_start => return true,
+            Prior::Ended => None,
+            Prior::Session { will } => will,
+        };
+        // The session ends now, so a will waiting for its delay is due now ([MQTT-3.1.3-9]).
+        if let Some(will) = will {
+            if let Err(error) = self.publish(client_id, will.message) {
+                tracing::error!(%error, "could not store the will message");
+            }
+        }
+        if let Err(error) = self.end_session(client_id) {
+            tracing::error!(%error, "could not discard the previous session");
+        }
+        if let Some(slot) = self.registry.get(client_id) {
+            slot.set_queued(0);
+        }
+        false
     }
 }

@@ -19,15 +19,11 @@ use crate::protocol::{ClientId, QoS};
 use crate::storage::{Delivery, Message};
 
 /// A request from the broker to a connection task.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// Another connection took the session over ([MQTT-3.1.4-3]): stop, and say so on `done`.
-    TakeOver {
-        /// Whether the new connection continues the session (a will with a delay is then kept back).
-        is_session_continued: bool,
-        /// Completed once this connection no longer touches the session.
-        done: oneshot::Sender<()>,
-    },
+    /// Another connection took the session over ([MQTT-3.1.4-3]): handle what the
+    /// client already sent, then detach; the successor gets the [`Departure`].
+    TakeOver,
 }
 
 /// How to reach the connection that holds a session.
@@ -67,6 +63,9 @@ pub struct ClientSlot {
     next_seq: AtomicU64,
     queued: AtomicUsize,
     presence: Mutex<Presence>,
+    /// Connections that were replaced while they still held the session, each
+    /// with the channel its successor waits on. Locked only under `presence`.
+    handovers: Mutex<Vec<(u64, oneshot::Sender<Departure>)>>,
 }
 
 /// What the broker may do with one message for one client.
@@ -158,8 +157,26 @@ pub enum Previous {
         /// The will that was waiting, if any.
         will: Option<PendingWill>,
     },
-    /// Another connection holds it.
-    Online(Link),
+    /// Another connection holds it. It has been replaced in the slot already; the
+    /// new connection waits on `departed` for what it leaves behind, so that
+    /// everything it read before letting go takes effect first.
+    Online {
+        /// How to tell the old connection to let go.
+        link: Link,
+        /// Completed when the old connection detaches (dropped if it never does).
+        departed: oneshot::Receiver<Departure>,
+    },
+}
+
+/// What became of a connection's departure (see [`Registry::detach`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Detached {
+    /// The connection still held the session: the departure took effect.
+    Own,
+    /// A newer connection had taken the session over and got the departure.
+    HandedOver,
+    /// Neither: the connection's session had been replaced and nobody waits for it.
+    Stale,
 }
 
 /// What a finished connection leaves behind.
@@ -231,16 +248,26 @@ impl Registry {
                         expires_at: None,
                         will: None,
                     }),
+                    handovers: Mutex::default(),
                 })
             });
             slot.clone()
         };
-        let previous = std::mem::replace(&mut *slot.presence.lock(), Presence::Online(link));
+        let mut presence = slot.presence.lock();
+        let previous = std::mem::replace(&mut *presence, Presence::Online(link));
         let previous = match previous {
-            Presence::Online(old) => Previous::Online(old),
+            Presence::Online(old) => {
+                let (done, departed) = oneshot::channel();
+                slot.handovers.lock().push((old.connection_id, done));
+                Previous::Online {
+                    link: old,
+                    departed,
+                }
+            }
             Presence::Offline { .. } if is_new => Previous::Nothing,
             Presence::Offline { will, .. } => Previous::Offline { will },
         };
+        drop(presence);
         (slot, previous)
     }
 
@@ -255,20 +282,35 @@ impl Registry {
                 expires_at: restored.expires_at,
                 will: restored.will,
             }),
+            handovers: Mutex::default(),
         });
         self.clients.write().insert(client_id, slot);
     }
 
-    /// Records that a connection ended. Ignored if another connection has taken the
-    /// session over meanwhile. Returns whether the slot was this connection's.
-    pub fn detach(&self, client_id: &ClientId, connection_id: u64, departure: Departure) -> bool {
+    /// Records that a connection ended. If another connection took the session
+    /// over meanwhile, the departure goes to that connection instead, which decides
+    /// what remains of the session (it waits for this, see [`Previous::Online`]).
+    pub fn detach(
+        &self,
+        client_id: &ClientId,
+        connection_id: u64,
+        departure: Departure,
+    ) -> Detached {
         let mut clients = self.clients.write();
         let Some(slot) = clients.get(client_id).cloned() else {
-            return false;
+            return Detached::Stale;
         };
         let mut presence = slot.presence.lock();
         if !matches!(&*presence, Presence::Online(link) if link.connection_id == connection_id) {
-            return false;
+            let mut handovers = slot.handovers.lock();
+            let Some(index) = handovers.iter().position(|(id, _)| *id == connection_id) else {
+                return Detached::Stale;
+            };
+            let (_, successor) = handovers.swap_remove(index);
+            return match successor.send(departure) {
+                Ok(()) => Detached::HandedOver,
+                Err(_) => Detached::Stale,
+            };
         }
         match departure {
             Departure::End => {
@@ -279,7 +321,7 @@ impl Registry {
                 *presence = Presence::Offline { expires_at, will };
             }
         }
-        true
+        Detached::Own
     }
 
     /// Removes a session whatever its state (a clean start discarding it).

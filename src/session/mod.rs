@@ -279,15 +279,25 @@ impl Session {
         }
     }
 
-    /// Another connection took the session over ([MQTT-3.1.4-3]): the will to publish
-    /// now, if any. A continued session cancels a delayed will, and a session that ends
-    /// here (Clean Start) publishes it at once, whatever its delay ([MQTT-3.1.3-9]).
-    pub fn take_over(&mut self, is_session_continued: bool, now: Instant) -> Option<Arc<Message>> {
-        let will = self.will.take()?;
-        if is_session_continued && !will.delay.is_zero() {
-            return None;
+    /// Another connection took the session over ([MQTT-3.1.4-3]), closing this
+    /// network connection without a DISCONNECT, so the will is due as on any such
+    /// close ([MQTT-3.1.2-8]) — unless a v5 Will Delay Interval holds it back: then
+    /// it goes to the successor, and a continued session cancels it while a Clean
+    /// Start, which ends the session, publishes it at once ([MQTT-3.1.3-9]).
+    pub fn hand_over(&mut self, now: Instant) -> (Departure, Option<Arc<Message>>) {
+        let is_delayed = self.will.as_ref().is_some_and(|will| !will.delay.is_zero());
+        if !self.is_persistent() || !is_delayed {
+            return self.depart(true, now);
         }
-        Some(Arc::new(will.to_message(now)))
+        let will = self.will.take().map(|will| {
+            let publish_at = now + will.delay;
+            PendingWill {
+                publish_at,
+                message: Arc::new(will.to_message(publish_at)),
+            }
+        });
+        let expires_at = self.session_expiry.deadline(now);
+        (Departure::Offline { expires_at, will }, None)
     }
 }
 

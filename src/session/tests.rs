@@ -436,20 +436,63 @@ fn delayed_will_harness(delay: u32) -> Harness {
 }
 
 #[test]
-fn takeover_that_continues_the_session_cancels_a_delayed_will_v5() {
-    // [MQTT-3.1.3-9]
+fn takeover_hands_a_delayed_will_to_the_successor_v5() {
     let mut h = delayed_will_harness(30);
-    assert_eq!(h.session.take_over(true, h.now), None);
+    let (departure, publish_now) = h.session.hand_over(h.now);
+    assert!(publish_now.is_none(), "the successor decides");
+    let Departure::Offline {
+        will: Some(will), ..
+    } = departure
+    else {
+        panic!("expected an offline session holding its will, got {departure:?}");
+    };
+    assert_eq!(will.publish_at, h.now + Duration::from_secs(30));
+}
+
+#[test]
+fn takeover_publishes_an_undelayed_will_as_the_connection_closes_v5() {
+    // [MQTT-3.1.2-8] closed without DISCONNECT, and no delay holds the will back.
     let mut h = delayed_will_harness(0);
-    assert!(h.session.take_over(true, h.now).is_some());
+    let (departure, publish_now) = h.session.hand_over(h.now);
+    assert!(publish_now.is_some());
+    assert!(matches!(departure, Departure::Offline { will: None, .. }));
+}
+
+fn received(broker: &Broker) -> u64 {
+    broker
+        .metrics()
+        .messages_received
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn takeover_that_continues_the_session_cancels_the_will_v5() {
+    // [MQTT-3.1.3-9] a new connection before the delay passes: no will, session present.
+    let mut h = delayed_will_harness(30);
+    let (departure, _) = h.session.hand_over(h.now);
+    let Departure::Offline { will, .. } = departure else {
+        panic!("persistent")
+    };
+    let client_id = h.session.client_id().clone();
+    assert!(h
+        .broker
+        .settle_session(&client_id, false, crate::broker::Prior::Session { will }));
+    assert_eq!(received(&h.broker), 0);
 }
 
 #[test]
 fn takeover_that_ends_the_session_publishes_a_delayed_will_at_once_v5() {
     // [MQTT-3.1.3-9] "or the Session ends, whichever happens first".
     let mut h = delayed_will_harness(30);
-    let will = h.session.take_over(false, h.now).expect("the will");
-    assert_eq!(&will.payload[..], b"gone");
+    let (departure, _) = h.session.hand_over(h.now);
+    let Departure::Offline { will, .. } = departure else {
+        panic!("persistent")
+    };
+    let client_id = h.session.client_id().clone();
+    assert!(!h
+        .broker
+        .settle_session(&client_id, true, crate::broker::Prior::Session { will }));
+    assert_eq!(received(&h.broker), 1);
 }
 
 fn message(topic: &str, qos: QoS) -> Message {
