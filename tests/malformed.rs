@@ -504,6 +504,30 @@ async fn publish_invalid_utf8_topic_is_disconnected_0x81_v5() {
     .await;
 }
 
+#[tokio::test]
+async fn issue_8_publish_with_subscription_identifier_is_disconnected_0x82_v5() {
+    // [MQTT-3.3.4-6] a client's PUBLISH must not carry a Subscription Identifier.
+    assert_disconnects_v5(
+        &[0x30, 0x07, 0x00, 0x01, b'a', 0x02, 0x0B, 0x07, b'x'],
+        ReasonCode::PROTOCOL_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_publish_response_topic_with_wildcard_is_disconnected_0x82_v5() {
+    // [MQTT-3.3.2-14] the Response Topic must not contain wildcard characters.
+    for wildcard in [b'#', b'+'] {
+        assert_disconnects_v5(
+            &[
+                0x30, 0x0B, 0x00, 0x01, b'a', 0x06, 0x08, 0x00, 0x03, b'r', b'/', wildcard, b'x',
+            ],
+            ReasonCode::PROTOCOL_ERROR,
+        )
+        .await;
+    }
+}
+
 // ---------------------------------------------------------------- SUBSCRIBE
 
 #[tokio::test]
