@@ -468,3 +468,56 @@ async fn outbound_window_is_the_clients_receive_maximum_v5() {
     connect.properties.receive_maximum = Some(3);
     window_is_respected(broker, connect, 3).await;
 }
+
+/// QoS 2 from a client that reconnects between PUBREC and PUBREL, then resends its
+/// PUBREL as raw bytes `pubrel`; returns the client for the caller's checks.
+async fn qos2_resumed_with_pubrel(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    pubrel: &[u8],
+) -> RawClient {
+    let (mut client, _) = RawClient::start(addr, version, "resender", false).await;
+    client
+        .send(&Packet::Publish(publish("t", QoS::ExactlyOnce, 5, "x")))
+        .await;
+    assert_eq!(client.expect().await, Packet::PubRec(Ack::new(id(5))));
+    drop(client);
+    let (mut client, connack) = RawClient::start(addr, version, "resender", false).await;
+    // MQTT 3.1's CONNACK has no Session Present flag.
+    assert!(connack.session_present || version == ProtocolVersion::V3_1);
+    client.send_bytes(pubrel).await;
+    client
+}
+
+#[tokio::test]
+async fn issue_8_v3_1_pubrel_resent_with_dup_gets_pubcomp() {
+    // MQTT 3.1 §3.6: PUBREL is QoS 1 and a resend sets DUP (0x6A); 3.1.1 fixed the
+    // flags to 0010 [MQTT-3.6.1-1], so only a 3.1 connection accepts it.
+    let broker = start_broker().await;
+    let mut client = qos2_resumed_with_pubrel(
+        broker.addr,
+        ProtocolVersion::V3_1,
+        &[0x6A, 0x02, 0x00, 0x05],
+    )
+    .await;
+    assert_eq!(client.recv_bytes(4).await, [0x70, 0x02, 0x00, 0x05]);
+    // The 3.1 forms of SUBSCRIBE and UNSUBSCRIBE (QoS 1, DUP) are accepted too.
+    client
+        .send_bytes(&[0x8A, 0x06, 0x00, 0x06, 0x00, 0x01, b'a', 0x00])
+        .await;
+    assert_eq!(client.recv_bytes(5).await, [0x90, 0x03, 0x00, 0x06, 0x00]);
+    client
+        .send_bytes(&[0xAA, 0x05, 0x00, 0x07, 0x00, 0x01, b'a'])
+        .await;
+    assert_eq!(client.recv_bytes(4).await, [0xB0, 0x02, 0x00, 0x07]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_8_v4_pubrel_with_dup_is_closed() {
+    // [MQTT-3.6.1-1] a 3.1.1 PUBREL's flags are 0010: DUP makes it malformed.
+    let broker = start_broker().await;
+    let mut client = qos2_resumed_with_pubrel(broker.addr, V4, &[0x6A, 0x02, 0x00, 0x05]).await;
+    assert!(client.is_closed().await);
+    broker.stop().await;
+}

@@ -96,9 +96,13 @@ fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), Error> {
     if kind == 0 || (kind == 15 && !version.is_v5()) {
         return Err(Error::Malformed("reserved packet type"));
     }
-    // [MQTT-2.2.2-2] reserved flags: 0b0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0 elsewhere.
+    // [MQTT-2.2.2-2] reserved flags: 0b0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0
+    // elsewhere; a violation is a Malformed Packet (MQTT 5.0 §2.1.3). MQTT 3.1 had no
+    // reserved flags there: those three packets are QoS 1 and may carry DUP, which a
+    // 3.1 client sets on a PUBREL it resends after a reconnect (3.1 §3.6).
     let expected_flags = match kind {
         3 => flags,
+        6 | 8 | 10 if version == ProtocolVersion::V3_1 => 0b0010 | (flags & 0b1000),
         6 | 8 | 10 => 0b0010,
         _ => 0,
     };
@@ -526,6 +530,45 @@ pub(crate) mod tests {
                     Err(Error::Malformed(_))
                 ),
                 "{bytes:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_8_v3_1_accepts_dup_on_pubrel_subscribe_and_unsubscribe() {
+        // MQTT 3.1 sends these at QoS 1 with DUP on a resend; 3.1.1 and 5.0 fixed
+        // their flags to 0b0010 ([MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1]).
+        let cases: &[&[u8]] = &[
+            &[0x6A, 0x02, 0x00, 0x01],                         // PUBREL, DUP
+            &[0x8A, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00], // SUBSCRIBE, DUP
+            &[0xAA, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'],       // UNSUBSCRIBE, DUP
+        ];
+        for bytes in cases {
+            assert!(
+                decode_all(bytes, ProtocolVersion::V3_1).unwrap().is_some(),
+                "{bytes:x?}"
+            );
+            assert!(
+                matches!(
+                    decode_all(bytes, ProtocolVersion::V3_1_1),
+                    Err(Error::Malformed(_))
+                ),
+                "{bytes:x?}"
+            );
+        }
+        let v5_pubrel_dup = [0x6A, 0x02, 0x00, 0x01];
+        assert!(matches!(
+            decode_all(&v5_pubrel_dup, ProtocolVersion::V5),
+            Err(Error::Malformed(_))
+        ));
+        // Only DUP: QoS 0 or 2 and RETAIN stay refused at 3.1 too.
+        for first in [0x60, 0x64, 0x63, 0x6B] {
+            assert!(
+                matches!(
+                    decode_all(&[first, 0x02, 0x00, 0x01], ProtocolVersion::V3_1),
+                    Err(Error::Malformed(_))
+                ),
+                "{first:#x}"
             );
         }
     }
