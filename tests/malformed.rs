@@ -426,12 +426,13 @@ async fn publish_topic_with_wildcard_is_disconnected_0x90_v5() {
 }
 
 #[tokio::test]
-async fn publish_empty_topic_without_alias_is_closed() {
-    // [MQTT-4.7.3-1] a topic name is at least one character long.
+async fn issue_8_publish_empty_topic_without_alias_is_closed() {
+    // [MQTT-4.7.3-1] a topic name is at least one character long; MQTT 5.0 §3.3.2.1
+    // makes a zero-length one without a Topic Alias a Protocol Error (0x82).
     assert_closes_v4(&[0x30, 0x03, 0x00, 0x00, b'x']).await;
     assert_disconnects_v5(
         &[0x30, 0x04, 0x00, 0x00, 0x00, b'x'],
-        ReasonCode::TOPIC_NAME_INVALID,
+        ReasonCode::PROTOCOL_ERROR,
     )
     .await;
 }
@@ -627,6 +628,43 @@ async fn subscribe_invalid_filter_gets_failure_code_and_stays_connected() {
         assert_eq!(client.recv_bytes(2).await, [0xD0, 0x00]);
     }
     broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_8_subscribe_empty_filter_is_closed_v4() {
+    // [MQTT-4.7.3-1] a topic filter is at least one character long: not a SUBACK 0x80.
+    assert_closes_v4(&[0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00]).await;
+    // Also after a valid filter in the same packet.
+    assert_closes_v4(&[
+        0x82, 0x09, 0x00, 0x01, 0x00, 0x01, b'a', 0x00, 0x00, 0x00, 0x00,
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_subscribe_empty_filter_is_disconnected_0x82_v5() {
+    // [MQTT-4.7.3-1]: MQTT 5.0 names no code; 0x8F is for a "correctly formed" filter.
+    assert_disconnects_v5(
+        &[0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00],
+        ReasonCode::PROTOCOL_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_unsubscribe_empty_filter_is_closed_v4() {
+    // [MQTT-4.7.3-1] not an UNSUBACK: the connection closes.
+    assert_closes_v4(&[0xA2, 0x04, 0x00, 0x01, 0x00, 0x00]).await;
+}
+
+#[tokio::test]
+async fn issue_8_unsubscribe_empty_filter_is_disconnected_0x82_v5() {
+    // [MQTT-4.7.3-1], as for SUBSCRIBE.
+    assert_disconnects_v5(
+        &[0xA2, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
+        ReasonCode::PROTOCOL_ERROR,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -120,6 +120,20 @@ fn reason_codes(r: &mut Reader, allowed: &[u8]) -> Result<Vec<ReasonCode>, Error
         .collect()
 }
 
+/// A topic filter of SUBSCRIBE or UNSUBSCRIBE, which must be at least one character
+/// long [MQTT-4.7.3-1]. An empty one closes the connection: it is not a filter that
+/// a SUBACK/UNSUBACK code could refuse (0x8F means "correctly formed but not
+/// accepted"), and MQTT 5.0 names no code for it, so it is a Protocol Error (0x82),
+/// as an empty topic name is (MQTT 5.0 §3.3.2.1). Other wildcard and length rules
+/// are the session's, which answers them per filter with 0x8F (0x80 in 3.x).
+fn topic_filter(r: &mut Reader) -> Result<ByteString, Error> {
+    let filter = r.string()?;
+    if filter.is_empty() {
+        return Err(Error::Protocol("empty topic filter"));
+    }
+    Ok(filter)
+}
+
 impl SubscriptionOptions {
     /// Parses the options byte of a SUBSCRIBE entry.
     pub(crate) fn from_byte(
@@ -174,7 +188,7 @@ impl Subscribe {
         let properties = properties(r, version, Owner::SUBSCRIBE)?;
         let mut filters = Vec::with_capacity(1);
         while !r.is_empty() {
-            let filter = r.string()?;
+            let filter = topic_filter(r)?;
             let options = SubscriptionOptions::from_byte(r.u8()?, version)?;
             filters.push((filter, options));
         }
@@ -249,7 +263,7 @@ impl Unsubscribe {
         let properties = properties(r, version, Owner::UNSUBSCRIBE)?;
         let mut filters = Vec::with_capacity(1);
         while !r.is_empty() {
-            filters.push(r.string()?);
+            filters.push(topic_filter(r)?);
         }
         if filters.is_empty() {
             return Err(Error::Protocol("UNSUBSCRIBE without topic filters"));
@@ -480,6 +494,28 @@ mod tests {
             decode_v(&[0xA2, 3, 0, 9, 0], ProtocolVersion::V5),
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn issue_8_empty_topic_filter_is_a_protocol_error() {
+        // [MQTT-4.7.3-1] at every version, in SUBSCRIBE and UNSUBSCRIBE.
+        for version in VERSIONS {
+            let props: &[u8] = if version.is_v5() { &[0] } else { &[] };
+            let mut subscribe = vec![0x00, 0x09];
+            subscribe.extend_from_slice(props);
+            subscribe.extend_from_slice(&[0, 1, b'a', 0, 0, 0, 0]);
+            let mut unsubscribe = vec![0x00, 0x09];
+            unsubscribe.extend_from_slice(props);
+            unsubscribe.extend_from_slice(&[0, 1, b'a', 0, 0]);
+            for (first, body) in [(0x82, subscribe), (0xA2, unsubscribe)] {
+                let mut bytes = vec![first, body.len() as u8];
+                bytes.extend(body);
+                assert!(
+                    matches!(decode_v(&bytes, version), Err(Error::Protocol(_))),
+                    "{version:?} {bytes:x?}"
+                );
+            }
+        }
     }
 
     #[test]
