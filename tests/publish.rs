@@ -152,24 +152,43 @@ async fn qos2_publish_resent_before_pubrel_is_delivered_once_v5() {
     qos2_resend_is_routed_once(V5).await;
 }
 
-#[tokio::test]
-async fn puback_reason_reports_no_matching_subscribers_v5() {
-    let broker = start_broker().await;
+/// The reason codes of the PUBACK and the PUBREC a v5 publisher gets for a message
+/// nobody subscribed to, from a broker started with `config`.
+async fn reasons_for_no_subscribers(config: rookery::Config) -> [ReasonCode; 2] {
+    let broker = start_broker_with(config).await;
     let (mut publisher, _) = RawClient::start(broker.addr, V5, "pub", true).await;
-    publisher
-        .send(&Packet::Publish(publish(
-            "nobody",
-            QoS::AtLeastOnce,
-            1,
-            "x",
-        )))
-        .await;
-    // MQTT 5.0 §3.4.2.1: 0x10 (No matching subscribers) is a success code.
-    match publisher.expect().await {
-        Packet::PubAck(ack) => assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
-        other => panic!("expected PUBACK, got {other:?}"),
+    let mut reasons = Vec::new();
+    for (qos, packet_id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        publisher
+            .send(&Packet::Publish(publish("nobody", qos, packet_id, "x")))
+            .await;
+        match publisher.expect().await {
+            Packet::PubAck(ack) | Packet::PubRec(ack) => reasons.push(ack.reason),
+            other => panic!("expected PUBACK or PUBREC, got {other:?}"),
+        }
     }
     broker.stop().await;
+    [reasons[0], reasons[1]]
+}
+
+#[tokio::test]
+async fn issue_8_puback_for_no_subscribers_is_success_by_default_v5() {
+    // MQTT 5.0 §3.4.2.1 allows 0x10 but does not require it; by default we send 0x00.
+    assert_eq!(
+        reasons_for_no_subscribers(rookery::Config::default()).await,
+        [ReasonCode::SUCCESS; 2]
+    );
+}
+
+#[tokio::test]
+async fn issue_8_puback_reports_no_matching_subscribers_when_configured_v5() {
+    // `[mqtt] no_subscribers_reason = true`: 0x10 (No matching subscribers), a success code.
+    let mut config = rookery::Config::default();
+    config.mqtt.no_subscribers_reason = true;
+    assert_eq!(
+        reasons_for_no_subscribers(config).await,
+        [ReasonCode::NO_MATCHING_SUBSCRIBERS; 2]
+    );
 }
 
 #[tokio::test]

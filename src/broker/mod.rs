@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
 use crate::auth::{Action, Authenticator, ClientIdentity};
-use crate::config::{Limits, SessionConfig};
+use crate::config::{Limits, MqttConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, PacketId, TopicFilter};
 use crate::storage::{
@@ -43,6 +43,7 @@ pub struct Broker {
     metrics: Metrics,
     limits: Limits,
     session_config: SessionConfig,
+    mqtt: MqttConfig,
     next_connection_id: AtomicU64,
     /// Swapped whole on reload; readers never wait.
     authenticator: ArcSwap<Authenticator>,
@@ -68,6 +69,7 @@ impl Broker {
             metrics: Metrics::default(),
             limits,
             session_config,
+            mqtt: MqttConfig::default(),
             next_connection_id: AtomicU64::new(1),
             authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
         }
@@ -81,6 +83,17 @@ impl Broker {
     /// Session rules.
     pub fn session_config(&self) -> &SessionConfig {
         &self.session_config
+    }
+
+    /// The same broker with the server's choices among what MQTT allows (`[mqtt]`);
+    /// [`Broker::new`] starts from [`MqttConfig::default`].
+    pub fn with_mqtt(self, mqtt: MqttConfig) -> Broker {
+        Broker { mqtt, ..self }
+    }
+
+    /// The server's choices among what MQTT allows.
+    pub fn mqtt(&self) -> &MqttConfig {
+        &self.mqtt
     }
 
     /// Counters.

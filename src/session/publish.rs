@@ -102,7 +102,8 @@ impl Session {
                 }
                 _ => broker.publish(&self.client_id, message)?,
             };
-            if routed.matched == 0 && self.version.is_v5() {
+            // (MQTT 5.0 §3.4.2.1) 0x10 is allowed, not required: `[mqtt] no_subscribers_reason`.
+            if routed.matched == 0 && self.version.is_v5() && broker.mqtt().no_subscribers_reason {
                 ReasonCode::NO_MATCHING_SUBSCRIBERS
             } else {
                 ReasonCode::SUCCESS

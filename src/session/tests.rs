@@ -11,7 +11,7 @@ use super::*;
 use crate::broker::mailbox::Mailbox;
 use crate::broker::registry::Link;
 use crate::broker::router::{Filter, Subscription};
-use crate::config::{Limits, SessionConfig};
+use crate::config::{Limits, MqttConfig, SessionConfig};
 use crate::protocol::{decode, Ack, Connect, Properties, Publish, QoS, SubscriptionOptions};
 use crate::storage::{Delivery, Storage};
 
@@ -138,14 +138,28 @@ fn qos1_publish_is_acknowledged_with_puback() {
 }
 
 #[test]
-fn v5_puback_reports_no_matching_subscribers() {
-    let mut h = harness(ProtocolVersion::V5);
-    h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7))))
-        .unwrap();
-    let Packet::PubAck(ack) = &h.sent()[0] else {
-        panic!("expected PUBACK")
-    };
-    assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+fn issue_8_v5_puback_reports_no_matching_subscribers_only_when_configured() {
+    // MQTT 5.0 §3.4.2.1: 0x10 may be sent; `[mqtt] no_subscribers_reason` decides.
+    for (enabled, expected) in [
+        (false, ReasonCode::SUCCESS),
+        (true, ReasonCode::NO_MATCHING_SUBSCRIBERS),
+    ] {
+        let broker = Broker::new(
+            Limits::default(),
+            SessionConfig::default(),
+            Storage::in_memory(),
+        )
+        .with_mqtt(MqttConfig {
+            no_subscribers_reason: enabled,
+        });
+        let mut h = harness_with(broker, connect_packet(ProtocolVersion::V5, "c", true));
+        h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7))))
+            .unwrap();
+        let Packet::PubAck(ack) = &h.sent()[0] else {
+            panic!("expected PUBACK")
+        };
+        assert_eq!(ack.reason, expected, "no_subscribers_reason = {enabled}");
+    }
 }
 
 #[test]
