@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use rookery::protocol::{Packet, ProtocolVersion, ReasonCode};
+use rookery::protocol::{Packet, ProtocolVersion, QoS, ReasonCode};
 use rookery::Config;
 
 /// A packet: the first byte, the remaining length (minimally encoded) and `body`.
@@ -671,6 +671,82 @@ async fn issue_8_unsubscribe_empty_filter_is_disconnected_0x82_v5() {
 async fn unsubscribe_without_filters_is_closed_v4() {
     // [MQTT-3.10.3-2] an UNSUBSCRIBE carries at least one topic filter.
     assert_closes_v4(&[0xA2, 0x02, 0x00, 0x01]).await;
+}
+
+// ---------------------------------------------------------------- topic lengths
+//
+// A topic name or filter is a UTF-8 string with a two-byte length, so it holds at
+// most 65,535 bytes [MQTT-4.7.3-3] and a longer one cannot even be written. A length
+// that runs past the end of the packet means the packet cannot be parsed: a
+// Malformed Packet (0x81, MQTT 5.0 §1.5.4 and §4.13), the same in PUBLISH, SUBSCRIBE
+// and UNSUBSCRIBE. It is not 0x90/0x8F, which are for names and filters that are
+// "correctly formed" but refused.
+
+/// A PUBLISH, SUBSCRIBE and UNSUBSCRIBE whose topic claims `claimed` bytes but
+/// carries `carried`; `v5` adds the empty property lengths.
+fn overlong_topic_packets(claimed: u16, carried: usize, v5: bool) -> [Vec<u8>; 3] {
+    let mut topic = claimed.to_be_bytes().to_vec();
+    topic.extend(std::iter::repeat_n(b'a', carried));
+    let props: &[u8] = if v5 { &[0x00] } else { &[] };
+    let mut publish = topic.clone();
+    publish.extend_from_slice(props);
+    let mut subscribe = vec![0x00, 0x01];
+    subscribe.extend_from_slice(props);
+    subscribe.extend_from_slice(&topic);
+    subscribe.push(0x00);
+    let mut unsubscribe = vec![0x00, 0x01];
+    unsubscribe.extend_from_slice(props);
+    unsubscribe.extend_from_slice(&topic);
+    [
+        packet(0x30, &publish),
+        packet(0x82, &subscribe),
+        packet(0xA2, &unsubscribe),
+    ]
+}
+
+#[tokio::test]
+async fn issue_8_topic_length_past_the_packet_is_closed_v4() {
+    for (claimed, carried) in [(0xFFFF, 10), (5, 4), (0x8000, 0x7FFF)] {
+        for bytes in overlong_topic_packets(claimed, carried, false) {
+            assert_closes_v4(&bytes).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn issue_8_topic_length_past_the_packet_is_disconnected_0x81_v5() {
+    for (claimed, carried) in [(0xFFFF, 10), (5, 4), (0x8000, 0x7FFF)] {
+        for bytes in overlong_topic_packets(claimed, carried, true) {
+            assert_disconnects_v5(&bytes, ReasonCode::MALFORMED_PACKET).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn issue_8_topic_of_65535_bytes_is_accepted() {
+    // [MQTT-4.7.3-3] the longest string the wire can carry is a valid topic; only a
+    // name or filter of more than 201 levels is refused (0x90 / SUBACK 0x8F).
+    let broker = start_broker().await;
+    let long = "a".repeat(65_535);
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let (mut client, _) = RawClient::start(broker.addr, version, "long", true).await;
+        let suback = client.subscribe_one(&long, QoS::AtLeastOnce).await;
+        assert_eq!(suback.reasons, [ReasonCode::GRANTED_QOS_1]);
+        client
+            .publish_acked(publish(&long, QoS::AtLeastOnce, 2, "x"))
+            .await;
+        let got = client.receive_acked().await;
+        assert_eq!(got.topic.len(), 65_535);
+        client
+            .send(&Packet::Unsubscribe(rookery::protocol::Unsubscribe {
+                packet_id: id(3),
+                filters: vec![long.as_str().into()],
+                properties: Default::default(),
+            }))
+            .await;
+        assert!(matches!(client.expect().await, Packet::UnsubAck(_)));
+    }
+    broker.stop().await;
 }
 
 // ---------------------------------------------------------------- framing
