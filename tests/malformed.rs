@@ -592,6 +592,61 @@ async fn subscribe_options_qos_3_or_retain_handling_3_is_disconnected_0x82_v5() 
 }
 
 #[tokio::test]
+async fn issue_8_malformed_subscribe_is_0x81_even_after_a_protocol_error_v5() {
+    // MQTT 5.0 §1.2, §4.13.1: a Protocol Error is found after the packet has been
+    // parsed; a packet that cannot be parsed is a Malformed Packet, whatever rule an
+    // earlier field broke.
+    let cases: &[&[u8]] = &[
+        // Maximum QoS 3 (a Protocol Error), then a filter that runs past the packet.
+        &[
+            0x82, 0x0A, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x03, 0x00, 0x05, b'b',
+        ],
+        // Packet identifier 0, then reserved option bits [MQTT-3.8.3-5].
+        &[0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, b'a', 0x40],
+        // A second Subscription Identifier, then an unknown property id.
+        &[
+            0x82, 0x0C, 0x00, 0x01, 0x05, 0x0B, 0x01, 0x0B, 0x02, 0x7F, 0x00, 0x01, b'a', 0x00,
+        ],
+        // An empty filter [MQTT-4.7.3-1] without its options byte.
+        &[0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
+    ];
+    for bytes in cases {
+        assert_disconnects_v5(bytes, ReasonCode::MALFORMED_PACKET).await;
+    }
+}
+
+#[tokio::test]
+async fn issue_8_malformed_unsubscribe_is_0x81_even_after_a_protocol_error_v5() {
+    // Packet identifier 0, then a filter that runs past the packet.
+    assert_disconnects_v5(
+        &[0xA2, 0x06, 0x00, 0x00, 0x00, 0x00, 0x05, b'a'],
+        ReasonCode::MALFORMED_PACKET,
+    )
+    .await;
+    // An empty filter, then a user property cut short.
+    assert_disconnects_v5(
+        &[0xA2, 0x07, 0x00, 0x01, 0x03, 0x26, 0x00, 0x05, 0x00, 0x00],
+        ReasonCode::MALFORMED_PACKET,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_subscribe_protocol_errors_alone_are_0x82_v5() {
+    // The same rules in packets that parse: Protocol Error.
+    let cases: &[&[u8]] = &[
+        &[0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, b'a', 0x00], // packet id 0
+        &[
+            0x82, 0x0B, 0x00, 0x01, 0x04, 0x0B, 0x01, 0x0B, 0x02, 0x00, 0x01, b'a', 0x00,
+        ], // two ids
+        &[0xA2, 0x06, 0x00, 0x00, 0x00, 0x00, 0x01, b'a'],       // UNSUBSCRIBE, packet id 0
+    ];
+    for bytes in cases {
+        assert_disconnects_v5(bytes, ReasonCode::PROTOCOL_ERROR).await;
+    }
+}
+
+#[tokio::test]
 async fn subscribe_packet_id_0_is_closed_v4() {
     // [MQTT-2.3.1-1] SUBSCRIBE carries a non-zero packet identifier.
     assert_closes_v4(&[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]).await;

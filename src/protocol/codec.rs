@@ -211,15 +211,51 @@ fn first_byte(packet: &Packet) -> u8 {
 
 /// A cursor over one packet's body. Every read checks the bytes are there and
 /// reports a truncated field as malformed: the fixed header promised them.
+///
+/// A Malformed Packet is one that "cannot be parsed", a Protocol Error one found
+/// "after the packet has been parsed" (MQTT 5.0 §1.2, §4.13.1). So a broken rule in
+/// a field that parses (packet id 0, a duplicate property, QoS 3 in subscription
+/// options, …) is only noted here, and the packet is read on: [`Reader::finish`]
+/// reports it once nothing later in the packet turns out to be malformed.
 pub(crate) struct Reader {
     buf: Bytes,
+    /// The first rule the packet broke while still parsing.
+    violation: Option<Error>,
 }
 
 const TRUNCATED: Error = Error::Malformed("packet shorter than its fields");
 
 impl Reader {
     pub(crate) fn new(buf: Bytes) -> Reader {
-        Reader { buf }
+        Reader {
+            buf,
+            violation: None,
+        }
+    }
+
+    /// Notes a broken rule that does not stop the packet from parsing; the first one
+    /// noted is what [`Reader::finish`] reports.
+    pub(crate) fn violation(&mut self, error: Error) {
+        self.violation.get_or_insert(error);
+    }
+
+    /// `result`, except that an error other than [`Error::Malformed`] is noted as a
+    /// [`Reader::violation`] and `T::default()` stands in for the value: the packet
+    /// is discarded anyway, but the rest of it is parsed first.
+    pub(crate) fn defer<T: Default>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        match result {
+            Err(error @ Error::Malformed(_)) => Err(error),
+            Err(error) => {
+                self.violation(error);
+                Ok(T::default())
+            }
+            ok => ok,
+        }
+    }
+
+    /// The violation noted so far, if any, as an error.
+    pub(crate) fn check_violation(&mut self) -> Result<(), Error> {
+        self.violation.take().map_or(Ok(()), Err)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -288,18 +324,25 @@ impl Reader {
         ByteString::try_from(bytes).map_err(|_| Error::Malformed("string is not valid UTF-8"))
     }
 
-    /// A packet identifier, which is never zero ([MQTT-2.3.1-1]).
+    /// A packet identifier, which is never zero ([MQTT-2.3.1-1]); a zero is a
+    /// [`Reader::violation`], with 1 standing in.
     pub(crate) fn packet_id(&mut self) -> Result<PacketId, Error> {
-        PacketId::new(self.u16()?).ok_or(Error::Protocol("packet identifier 0"))
+        match PacketId::new(self.u16()?) {
+            Some(packet_id) => Ok(packet_id),
+            None => {
+                self.violation(Error::Protocol("packet identifier 0"));
+                Ok(PacketId(std::num::NonZeroU16::MIN))
+            }
+        }
     }
 
-    /// Fails if the body has bytes its fields did not account for.
-    pub(crate) fn finish(&self) -> Result<(), Error> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Malformed("packet longer than its fields"))
+    /// Fails if the body has bytes its fields did not account for (malformed), then
+    /// if the packet broke a rule on the way ([`Reader::violation`]).
+    pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            return Err(Error::Malformed("packet longer than its fields"));
         }
+        self.check_violation()
     }
 }
 

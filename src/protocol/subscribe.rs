@@ -110,14 +110,12 @@ fn put_properties(properties: &Properties, version: ProtocolVersion, buf: &mut B
 }
 
 /// Reads reason codes up to the end of the packet, each checked against `allowed`.
-fn reason_codes(r: &mut Reader, allowed: &[u8]) -> Result<Vec<ReasonCode>, Error> {
-    r.rest()
-        .iter()
-        .map(|&code| match allowed.contains(&code) {
-            true => Ok(ReasonCode(code)),
-            false => Err(Error::Protocol("reason code not allowed in this packet")),
-        })
-        .collect()
+fn reason_codes(r: &mut Reader, allowed: &[u8]) -> Vec<ReasonCode> {
+    let codes = r.rest();
+    if codes.iter().any(|code| !allowed.contains(code)) {
+        r.violation(Error::Protocol("reason code not allowed in this packet"));
+    }
+    codes.iter().map(|&code| ReasonCode(code)).collect()
 }
 
 /// A topic filter of SUBSCRIBE or UNSUBSCRIBE, which must be at least one character
@@ -129,7 +127,7 @@ fn reason_codes(r: &mut Reader, allowed: &[u8]) -> Result<Vec<ReasonCode>, Error
 fn topic_filter(r: &mut Reader) -> Result<ByteString, Error> {
     let filter = r.string()?;
     if filter.is_empty() {
-        return Err(Error::Protocol("empty topic filter"));
+        r.violation(Error::Protocol("empty topic filter"));
     }
     Ok(filter)
 }
@@ -189,7 +187,8 @@ impl Subscribe {
         let mut filters = Vec::with_capacity(1);
         while !r.is_empty() {
             let filter = topic_filter(r)?;
-            let options = SubscriptionOptions::from_byte(r.u8()?, version)?;
+            let byte = r.u8()?;
+            let options = r.defer(SubscriptionOptions::from_byte(byte, version))?;
             filters.push((filter, options));
         }
         if filters.is_empty() {
@@ -231,7 +230,7 @@ impl SubAck {
         } else {
             V3_SUBACK_RETURN_CODES
         };
-        let reasons = reason_codes(r, allowed)?;
+        let reasons = reason_codes(r, allowed);
         Ok(SubAck {
             packet_id,
             reasons,
@@ -299,7 +298,7 @@ impl UnsubAck {
         let packet_id = r.packet_id()?;
         let properties = properties(r, version, Owner::UNSUBACK)?;
         let reasons = if version.is_v5() {
-            reason_codes(r, UNSUBACK_REASONS)?
+            reason_codes(r, UNSUBACK_REASONS)
         } else {
             Vec::new()
         };
@@ -515,6 +514,41 @@ mod tests {
                     "{version:?} {bytes:x?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn issue_8_malformed_wins_over_an_earlier_protocol_error() {
+        // MQTT 5.0 §1.2: a Protocol Error is found after the packet parsed.
+        let qos_3_then_truncated = [0x82, 10, 0, 9, 0, 0, 1, b'a', 0x03, 0, 5, b'b'];
+        let id_0_then_reserved_bits = [0x82, 7, 0, 0, 0, 0, 1, b'a', 0x40];
+        let duplicate_then_unknown = [0x82, 12, 0, 9, 5, 0x0B, 1, 0x0B, 2, 0x7F, 0, 1, b'a', 0];
+        let id_0_then_trailing = [0xA2, 7, 0, 0, 0, 0, 1, b'a', 0];
+        for bytes in [
+            &qos_3_then_truncated[..],
+            &id_0_then_reserved_bits,
+            &duplicate_then_unknown,
+            &id_0_then_trailing,
+        ] {
+            assert!(
+                matches!(
+                    decode_v(bytes, ProtocolVersion::V5),
+                    Err(Error::Malformed(_))
+                ),
+                "{bytes:x?}"
+            );
+        }
+        // Each rule alone, in a packet that parses, is still a Protocol Error.
+        let id_0 = [0x82, 7, 0, 0, 0, 0, 1, b'a', 0];
+        let qos_3 = [0x82, 7, 0, 9, 0, 0, 1, b'a', 0x03];
+        for bytes in [&id_0[..], &qos_3] {
+            assert!(
+                matches!(
+                    decode_v(bytes, ProtocolVersion::V5),
+                    Err(Error::Protocol(_))
+                ),
+                "{bytes:x?}"
+            );
         }
     }
 
