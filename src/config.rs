@@ -44,6 +44,8 @@ pub struct Config {
     pub limits: Limits,
     /// Session rules.
     pub session: SessionConfig,
+    /// Choices the MQTT specification leaves to the server.
+    pub mqtt: MqttConfig,
     /// The `$SYS` topics.
     pub metrics: MetricsConfig,
     /// Who may connect and what they may do.
@@ -57,6 +59,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
+            mqtt: MqttConfig::default(),
             metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
         }
@@ -297,6 +300,17 @@ pub struct SessionConfig {
     pub queue_qos0_messages: bool,
 }
 
+/// Choices the MQTT specification leaves to the server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// v5: answer a QoS 1/2 PUBLISH that no subscription matched with PUBACK/PUBREC
+    /// 0x10 (No matching subscribers) rather than 0x00 (Success). Off by default:
+    /// the message was accepted either way, and clients that treat any non-zero
+    /// reason code as a failure would otherwise report an error.
+    pub no_subscribers_reason: bool,
+}
+
 /// The `$SYS/broker/…` topics (mosquitto's `sys_interval`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -434,6 +448,18 @@ mod tests {
         assert_eq!(config.limits.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.limits.max_queued_messages, 5);
         assert_eq!(config.storage.dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn issue_8_no_subscribers_reason_is_off_by_default_and_configurable() {
+        assert!(!Config::default().mqtt.no_subscribers_reason);
+        let config = Config::parse("[mqtt]\nno_subscribers_reason = true\n", []).unwrap();
+        assert!(config.mqtt.no_subscribers_reason);
+        let env = [(
+            "ROOKERY_MQTT__NO_SUBSCRIBERS_REASON".to_string(),
+            "true".to_string(),
+        )];
+        assert!(Config::parse("", env).unwrap().mqtt.no_subscribers_reason);
     }
 
     #[test]

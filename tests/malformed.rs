@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use rookery::protocol::{Packet, ProtocolVersion, ReasonCode};
+use rookery::protocol::{Packet, ProtocolVersion, QoS, ReasonCode};
 use rookery::Config;
 
 /// A packet: the first byte, the remaining length (minimally encoded) and `body`.
@@ -426,12 +426,13 @@ async fn publish_topic_with_wildcard_is_disconnected_0x90_v5() {
 }
 
 #[tokio::test]
-async fn publish_empty_topic_without_alias_is_closed() {
-    // [MQTT-4.7.3-1] a topic name is at least one character long.
+async fn issue_8_publish_empty_topic_without_alias_is_closed() {
+    // [MQTT-4.7.3-1] a topic name is at least one character long; MQTT 5.0 §3.3.2.1
+    // makes a zero-length one without a Topic Alias a Protocol Error (0x82).
     assert_closes_v4(&[0x30, 0x03, 0x00, 0x00, b'x']).await;
     assert_disconnects_v5(
         &[0x30, 0x04, 0x00, 0x00, 0x00, b'x'],
-        ReasonCode::TOPIC_NAME_INVALID,
+        ReasonCode::PROTOCOL_ERROR,
     )
     .await;
 }
@@ -504,6 +505,30 @@ async fn publish_invalid_utf8_topic_is_disconnected_0x81_v5() {
     .await;
 }
 
+#[tokio::test]
+async fn issue_8_publish_with_subscription_identifier_is_disconnected_0x82_v5() {
+    // [MQTT-3.3.4-6] a client's PUBLISH must not carry a Subscription Identifier.
+    assert_disconnects_v5(
+        &[0x30, 0x07, 0x00, 0x01, b'a', 0x02, 0x0B, 0x07, b'x'],
+        ReasonCode::PROTOCOL_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_publish_response_topic_with_wildcard_is_disconnected_0x82_v5() {
+    // [MQTT-3.3.2-14] the Response Topic must not contain wildcard characters.
+    for wildcard in [b'#', b'+'] {
+        assert_disconnects_v5(
+            &[
+                0x30, 0x0B, 0x00, 0x01, b'a', 0x06, 0x08, 0x00, 0x03, b'r', b'/', wildcard, b'x',
+            ],
+            ReasonCode::PROTOCOL_ERROR,
+        )
+        .await;
+    }
+}
+
 // ---------------------------------------------------------------- SUBSCRIBE
 
 #[tokio::test]
@@ -567,6 +592,61 @@ async fn subscribe_options_qos_3_or_retain_handling_3_is_disconnected_0x82_v5() 
 }
 
 #[tokio::test]
+async fn issue_8_malformed_subscribe_is_0x81_even_after_a_protocol_error_v5() {
+    // MQTT 5.0 §1.2, §4.13.1: a Protocol Error is found after the packet has been
+    // parsed; a packet that cannot be parsed is a Malformed Packet, whatever rule an
+    // earlier field broke.
+    let cases: &[&[u8]] = &[
+        // Maximum QoS 3 (a Protocol Error), then a filter that runs past the packet.
+        &[
+            0x82, 0x0A, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x03, 0x00, 0x05, b'b',
+        ],
+        // Packet identifier 0, then reserved option bits [MQTT-3.8.3-5].
+        &[0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, b'a', 0x40],
+        // A second Subscription Identifier, then an unknown property id.
+        &[
+            0x82, 0x0C, 0x00, 0x01, 0x05, 0x0B, 0x01, 0x0B, 0x02, 0x7F, 0x00, 0x01, b'a', 0x00,
+        ],
+        // An empty filter [MQTT-4.7.3-1] without its options byte.
+        &[0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
+    ];
+    for bytes in cases {
+        assert_disconnects_v5(bytes, ReasonCode::MALFORMED_PACKET).await;
+    }
+}
+
+#[tokio::test]
+async fn issue_8_malformed_unsubscribe_is_0x81_even_after_a_protocol_error_v5() {
+    // Packet identifier 0, then a filter that runs past the packet.
+    assert_disconnects_v5(
+        &[0xA2, 0x06, 0x00, 0x00, 0x00, 0x00, 0x05, b'a'],
+        ReasonCode::MALFORMED_PACKET,
+    )
+    .await;
+    // An empty filter, then a user property cut short.
+    assert_disconnects_v5(
+        &[0xA2, 0x07, 0x00, 0x01, 0x03, 0x26, 0x00, 0x05, 0x00, 0x00],
+        ReasonCode::MALFORMED_PACKET,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_subscribe_protocol_errors_alone_are_0x82_v5() {
+    // The same rules in packets that parse: Protocol Error.
+    let cases: &[&[u8]] = &[
+        &[0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, b'a', 0x00], // packet id 0
+        &[
+            0x82, 0x0B, 0x00, 0x01, 0x04, 0x0B, 0x01, 0x0B, 0x02, 0x00, 0x01, b'a', 0x00,
+        ], // two ids
+        &[0xA2, 0x06, 0x00, 0x00, 0x00, 0x00, 0x01, b'a'],       // UNSUBSCRIBE, packet id 0
+    ];
+    for bytes in cases {
+        assert_disconnects_v5(bytes, ReasonCode::PROTOCOL_ERROR).await;
+    }
+}
+
+#[tokio::test]
 async fn subscribe_packet_id_0_is_closed_v4() {
     // [MQTT-2.3.1-1] SUBSCRIBE carries a non-zero packet identifier.
     assert_closes_v4(&[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]).await;
@@ -606,9 +686,122 @@ async fn subscribe_invalid_filter_gets_failure_code_and_stays_connected() {
 }
 
 #[tokio::test]
+async fn issue_8_subscribe_empty_filter_is_closed_v4() {
+    // [MQTT-4.7.3-1] a topic filter is at least one character long: not a SUBACK 0x80.
+    assert_closes_v4(&[0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00]).await;
+    // Also after a valid filter in the same packet.
+    assert_closes_v4(&[
+        0x82, 0x09, 0x00, 0x01, 0x00, 0x01, b'a', 0x00, 0x00, 0x00, 0x00,
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_subscribe_empty_filter_is_disconnected_0x82_v5() {
+    // [MQTT-4.7.3-1]: MQTT 5.0 names no code; 0x8F is for a "correctly formed" filter.
+    assert_disconnects_v5(
+        &[0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00],
+        ReasonCode::PROTOCOL_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issue_8_unsubscribe_empty_filter_is_closed_v4() {
+    // [MQTT-4.7.3-1] not an UNSUBACK: the connection closes.
+    assert_closes_v4(&[0xA2, 0x04, 0x00, 0x01, 0x00, 0x00]).await;
+}
+
+#[tokio::test]
+async fn issue_8_unsubscribe_empty_filter_is_disconnected_0x82_v5() {
+    // [MQTT-4.7.3-1], as for SUBSCRIBE.
+    assert_disconnects_v5(
+        &[0xA2, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
+        ReasonCode::PROTOCOL_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn unsubscribe_without_filters_is_closed_v4() {
     // [MQTT-3.10.3-2] an UNSUBSCRIBE carries at least one topic filter.
     assert_closes_v4(&[0xA2, 0x02, 0x00, 0x01]).await;
+}
+
+// ---------------------------------------------------------------- topic lengths
+//
+// A topic name or filter is a UTF-8 string with a two-byte length, so it holds at
+// most 65,535 bytes [MQTT-4.7.3-3] and a longer one cannot even be written. A length
+// that runs past the end of the packet means the packet cannot be parsed: a
+// Malformed Packet (0x81, MQTT 5.0 §1.5.4 and §4.13), the same in PUBLISH, SUBSCRIBE
+// and UNSUBSCRIBE. It is not 0x90/0x8F, which are for names and filters that are
+// "correctly formed" but refused.
+
+/// A PUBLISH, SUBSCRIBE and UNSUBSCRIBE whose topic claims `claimed` bytes but
+/// carries `carried`; `v5` adds the empty property lengths.
+fn overlong_topic_packets(claimed: u16, carried: usize, v5: bool) -> [Vec<u8>; 3] {
+    let mut topic = claimed.to_be_bytes().to_vec();
+    topic.extend(std::iter::repeat_n(b'a', carried));
+    let props: &[u8] = if v5 { &[0x00] } else { &[] };
+    let mut publish = topic.clone();
+    publish.extend_from_slice(props);
+    let mut subscribe = vec![0x00, 0x01];
+    subscribe.extend_from_slice(props);
+    subscribe.extend_from_slice(&topic);
+    subscribe.push(0x00);
+    let mut unsubscribe = vec![0x00, 0x01];
+    unsubscribe.extend_from_slice(props);
+    unsubscribe.extend_from_slice(&topic);
+    [
+        packet(0x30, &publish),
+        packet(0x82, &subscribe),
+        packet(0xA2, &unsubscribe),
+    ]
+}
+
+#[tokio::test]
+async fn issue_8_topic_length_past_the_packet_is_closed_v4() {
+    for (claimed, carried) in [(0xFFFF, 10), (5, 4), (0x8000, 0x7FFF)] {
+        for bytes in overlong_topic_packets(claimed, carried, false) {
+            assert_closes_v4(&bytes).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn issue_8_topic_length_past_the_packet_is_disconnected_0x81_v5() {
+    for (claimed, carried) in [(0xFFFF, 10), (5, 4), (0x8000, 0x7FFF)] {
+        for bytes in overlong_topic_packets(claimed, carried, true) {
+            assert_disconnects_v5(&bytes, ReasonCode::MALFORMED_PACKET).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn issue_8_topic_of_65535_bytes_is_accepted() {
+    // [MQTT-4.7.3-3] the longest string the wire can carry is a valid topic; only a
+    // name or filter of more than 201 levels is refused (0x90 / SUBACK 0x8F).
+    let broker = start_broker().await;
+    let long = "a".repeat(65_535);
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let (mut client, _) = RawClient::start(broker.addr, version, "long", true).await;
+        let suback = client.subscribe_one(&long, QoS::AtLeastOnce).await;
+        assert_eq!(suback.reasons, [ReasonCode::GRANTED_QOS_1]);
+        client
+            .publish_acked(publish(&long, QoS::AtLeastOnce, 2, "x"))
+            .await;
+        let got = client.receive_acked().await;
+        assert_eq!(got.topic.len(), 65_535);
+        client
+            .send(&Packet::Unsubscribe(rookery::protocol::Unsubscribe {
+                packet_id: id(3),
+                filters: vec![long.as_str().into()],
+                properties: Default::default(),
+            }))
+            .await;
+        assert!(matches!(client.expect().await, Packet::UnsubAck(_)));
+    }
+    broker.stop().await;
 }
 
 // ---------------------------------------------------------------- framing

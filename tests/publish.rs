@@ -152,24 +152,43 @@ async fn qos2_publish_resent_before_pubrel_is_delivered_once_v5() {
     qos2_resend_is_routed_once(V5).await;
 }
 
-#[tokio::test]
-async fn puback_reason_reports_no_matching_subscribers_v5() {
-    let broker = start_broker().await;
+/// The reason codes of the PUBACK and the PUBREC a v5 publisher gets for a message
+/// nobody subscribed to, from a broker started with `config`.
+async fn reasons_for_no_subscribers(config: rookery::Config) -> [ReasonCode; 2] {
+    let broker = start_broker_with(config).await;
     let (mut publisher, _) = RawClient::start(broker.addr, V5, "pub", true).await;
-    publisher
-        .send(&Packet::Publish(publish(
-            "nobody",
-            QoS::AtLeastOnce,
-            1,
-            "x",
-        )))
-        .await;
-    // MQTT 5.0 §3.4.2.1: 0x10 (No matching subscribers) is a success code.
-    match publisher.expect().await {
-        Packet::PubAck(ack) => assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
-        other => panic!("expected PUBACK, got {other:?}"),
+    let mut reasons = Vec::new();
+    for (qos, packet_id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        publisher
+            .send(&Packet::Publish(publish("nobody", qos, packet_id, "x")))
+            .await;
+        match publisher.expect().await {
+            Packet::PubAck(ack) | Packet::PubRec(ack) => reasons.push(ack.reason),
+            other => panic!("expected PUBACK or PUBREC, got {other:?}"),
+        }
     }
     broker.stop().await;
+    [reasons[0], reasons[1]]
+}
+
+#[tokio::test]
+async fn issue_8_puback_for_no_subscribers_is_success_by_default_v5() {
+    // MQTT 5.0 §3.4.2.1 allows 0x10 but does not require it; by default we send 0x00.
+    assert_eq!(
+        reasons_for_no_subscribers(rookery::Config::default()).await,
+        [ReasonCode::SUCCESS; 2]
+    );
+}
+
+#[tokio::test]
+async fn issue_8_puback_reports_no_matching_subscribers_when_configured_v5() {
+    // `[mqtt] no_subscribers_reason = true`: 0x10 (No matching subscribers), a success code.
+    let mut config = rookery::Config::default();
+    config.mqtt.no_subscribers_reason = true;
+    assert_eq!(
+        reasons_for_no_subscribers(config).await,
+        [ReasonCode::NO_MATCHING_SUBSCRIBERS; 2]
+    );
 }
 
 #[tokio::test]
@@ -467,4 +486,57 @@ async fn outbound_window_is_the_clients_receive_maximum_v5() {
     let mut connect = connect_packet(V5, "sub", true);
     connect.properties.receive_maximum = Some(3);
     window_is_respected(broker, connect, 3).await;
+}
+
+/// QoS 2 from a client that reconnects between PUBREC and PUBREL, then resends its
+/// PUBREL as raw bytes `pubrel`; returns the client for the caller's checks.
+async fn qos2_resumed_with_pubrel(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    pubrel: &[u8],
+) -> RawClient {
+    let (mut client, _) = RawClient::start(addr, version, "resender", false).await;
+    client
+        .send(&Packet::Publish(publish("t", QoS::ExactlyOnce, 5, "x")))
+        .await;
+    assert_eq!(client.expect().await, Packet::PubRec(Ack::new(id(5))));
+    drop(client);
+    let (mut client, connack) = RawClient::start(addr, version, "resender", false).await;
+    // MQTT 3.1's CONNACK has no Session Present flag.
+    assert!(connack.session_present || version == ProtocolVersion::V3_1);
+    client.send_bytes(pubrel).await;
+    client
+}
+
+#[tokio::test]
+async fn issue_8_v3_1_pubrel_resent_with_dup_gets_pubcomp() {
+    // MQTT 3.1 §3.6: PUBREL is QoS 1 and a resend sets DUP (0x6A); 3.1.1 fixed the
+    // flags to 0010 [MQTT-3.6.1-1], so only a 3.1 connection accepts it.
+    let broker = start_broker().await;
+    let mut client = qos2_resumed_with_pubrel(
+        broker.addr,
+        ProtocolVersion::V3_1,
+        &[0x6A, 0x02, 0x00, 0x05],
+    )
+    .await;
+    assert_eq!(client.recv_bytes(4).await, [0x70, 0x02, 0x00, 0x05]);
+    // The 3.1 forms of SUBSCRIBE and UNSUBSCRIBE (QoS 1, DUP) are accepted too.
+    client
+        .send_bytes(&[0x8A, 0x06, 0x00, 0x06, 0x00, 0x01, b'a', 0x00])
+        .await;
+    assert_eq!(client.recv_bytes(5).await, [0x90, 0x03, 0x00, 0x06, 0x00]);
+    client
+        .send_bytes(&[0xAA, 0x05, 0x00, 0x07, 0x00, 0x01, b'a'])
+        .await;
+    assert_eq!(client.recv_bytes(4).await, [0xB0, 0x02, 0x00, 0x07]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_8_v4_pubrel_with_dup_is_closed() {
+    // [MQTT-3.6.1-1] a 3.1.1 PUBREL's flags are 0010: DUP makes it malformed.
+    let broker = start_broker().await;
+    let mut client = qos2_resumed_with_pubrel(broker.addr, V4, &[0x6A, 0x02, 0x00, 0x05]).await;
+    assert!(client.is_closed().await);
+    broker.stop().await;
 }

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
 use crate::auth::{Action, Authenticator, ClientIdentity};
-use crate::config::{Limits, SessionConfig};
+use crate::config::{Limits, MqttConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, PacketId, TopicFilter};
 use crate::storage::{
@@ -45,6 +45,7 @@ pub struct Broker {
     metrics: Metrics,
     limits: Limits,
     session_config: SessionConfig,
+    mqtt: MqttConfig,
     next_connection_id: AtomicU64,
     /// Swapped whole on reload; readers never wait.
     authenticator: ArcSwap<Authenticator>,
@@ -72,6 +73,7 @@ impl Broker {
             metrics: Metrics::default(),
             limits,
             session_config,
+            mqtt: MqttConfig::default(),
             next_connection_id: AtomicU64::new(1),
             authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
             arrivals: Arc::default(),
@@ -91,6 +93,17 @@ impl Broker {
     /// The order in which connections' input arrived.
     pub fn arrivals(&self) -> &Arc<arrival::Arrivals> {
         &self.arrivals
+    }
+
+    /// The same broker with the server's choices among what MQTT allows (`[mqtt]`);
+    /// [`Broker::new`] starts from [`MqttConfig::default`].
+    pub fn with_mqtt(self, mqtt: MqttConfig) -> Broker {
+        Broker { mqtt, ..self }
+    }
+
+    /// The server's choices among what MQTT allows.
+    pub fn mqtt(&self) -> &MqttConfig {
+        &self.mqtt
     }
 
     /// Counters.

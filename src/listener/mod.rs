@@ -99,11 +99,10 @@ impl Server {
     pub fn start(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Error> {
         config.validate()?;
         let storage = Storage::open(&config.storage)?;
-        let broker = Arc::new(Broker::new(
-            config.limits.clone(),
-            config.session.clone(),
-            storage,
-        ));
+        let broker = Arc::new(
+            Broker::new(config.limits.clone(), config.session.clone(), storage)
+                .with_mqtt(config.mqtt.clone()),
+        );
         broker.set_authenticator(Arc::new(reload::load_authenticator(&config.auth)?));
         let mut reloader = Reloader {
             tls: Vec::new(),

@@ -84,14 +84,14 @@ impl Ack {
     }
 }
 
-/// Reads a reason code and checks it is one the packet may carry.
+/// Reads a reason code and checks it is one the packet may carry; one it may not
+/// is a protocol error, noted as a [`Reader::violation`].
 pub(crate) fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<ReasonCode, Error> {
     let code = r.u8()?;
-    if allowed.contains(&code) {
-        Ok(ReasonCode(code))
-    } else {
-        Err(Error::Protocol("reason code not allowed in this packet"))
+    if !allowed.contains(&code) {
+        r.violation(Error::Protocol("reason code not allowed in this packet"));
     }
+    Ok(ReasonCode(code))
 }
 
 #[cfg(test)]

@@ -96,9 +96,13 @@ fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), Error> {
     if kind == 0 || (kind == 15 && !version.is_v5()) {
         return Err(Error::Malformed("reserved packet type"));
     }
-    // [MQTT-2.2.2-2] reserved flags: 0b0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0 elsewhere.
+    // [MQTT-2.2.2-2] reserved flags: 0b0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0
+    // elsewhere; a violation is a Malformed Packet (MQTT 5.0 §2.1.3). MQTT 3.1 had no
+    // reserved flags there: those three packets are QoS 1 and may carry DUP, which a
+    // 3.1 client sets on a PUBREL it resends after a reconnect (3.1 §3.6).
     let expected_flags = match kind {
         3 => flags,
+        6 | 8 | 10 if version == ProtocolVersion::V3_1 => 0b0010 | (flags & 0b1000),
         6 | 8 | 10 => 0b0010,
         _ => 0,
     };
@@ -207,15 +211,51 @@ fn first_byte(packet: &Packet) -> u8 {
 
 /// A cursor over one packet's body. Every read checks the bytes are there and
 /// reports a truncated field as malformed: the fixed header promised them.
+///
+/// A Malformed Packet is one that "cannot be parsed", a Protocol Error one found
+/// "after the packet has been parsed" (MQTT 5.0 §1.2, §4.13.1). So a broken rule in
+/// a field that parses (packet id 0, a duplicate property, QoS 3 in subscription
+/// options, …) is only noted here, and the packet is read on: [`Reader::finish`]
+/// reports it once nothing later in the packet turns out to be malformed.
 pub(crate) struct Reader {
     buf: Bytes,
+    /// The first rule the packet broke while still parsing.
+    violation: Option<Error>,
 }
 
 const TRUNCATED: Error = Error::Malformed("packet shorter than its fields");
 
 impl Reader {
     pub(crate) fn new(buf: Bytes) -> Reader {
-        Reader { buf }
+        Reader {
+            buf,
+            violation: None,
+        }
+    }
+
+    /// Notes a broken rule that does not stop the packet from parsing; the first one
+    /// noted is what [`Reader::finish`] reports.
+    pub(crate) fn violation(&mut self, error: Error) {
+        self.violation.get_or_insert(error);
+    }
+
+    /// `result`, except that an error other than [`Error::Malformed`] is noted as a
+    /// [`Reader::violation`] and `T::default()` stands in for the value: the packet
+    /// is discarded anyway, but the rest of it is parsed first.
+    pub(crate) fn defer<T: Default>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        match result {
+            Err(error @ Error::Malformed(_)) => Err(error),
+            Err(error) => {
+                self.violation(error);
+                Ok(T::default())
+            }
+            ok => ok,
+        }
+    }
+
+    /// The violation noted so far, if any, as an error.
+    pub(crate) fn check_violation(&mut self) -> Result<(), Error> {
+        self.violation.take().map_or(Ok(()), Err)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -284,18 +324,25 @@ impl Reader {
         ByteString::try_from(bytes).map_err(|_| Error::Malformed("string is not valid UTF-8"))
     }
 
-    /// A packet identifier, which is never zero ([MQTT-2.3.1-1]).
+    /// A packet identifier, which is never zero ([MQTT-2.3.1-1]); a zero is a
+    /// [`Reader::violation`], with 1 standing in.
     pub(crate) fn packet_id(&mut self) -> Result<PacketId, Error> {
-        PacketId::new(self.u16()?).ok_or(Error::Protocol("packet identifier 0"))
+        match PacketId::new(self.u16()?) {
+            Some(packet_id) => Ok(packet_id),
+            None => {
+                self.violation(Error::Protocol("packet identifier 0"));
+                Ok(PacketId(std::num::NonZeroU16::MIN))
+            }
+        }
     }
 
-    /// Fails if the body has bytes its fields did not account for.
-    pub(crate) fn finish(&self) -> Result<(), Error> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Malformed("packet longer than its fields"))
+    /// Fails if the body has bytes its fields did not account for (malformed), then
+    /// if the packet broke a rule on the way ([`Reader::violation`]).
+    pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            return Err(Error::Malformed("packet longer than its fields"));
         }
+        self.check_violation()
     }
 }
 
@@ -526,6 +573,45 @@ pub(crate) mod tests {
                     Err(Error::Malformed(_))
                 ),
                 "{bytes:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_8_v3_1_accepts_dup_on_pubrel_subscribe_and_unsubscribe() {
+        // MQTT 3.1 sends these at QoS 1 with DUP on a resend; 3.1.1 and 5.0 fixed
+        // their flags to 0b0010 ([MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1]).
+        let cases: &[&[u8]] = &[
+            &[0x6A, 0x02, 0x00, 0x01],                         // PUBREL, DUP
+            &[0x8A, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00], // SUBSCRIBE, DUP
+            &[0xAA, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'],       // UNSUBSCRIBE, DUP
+        ];
+        for bytes in cases {
+            assert!(
+                decode_all(bytes, ProtocolVersion::V3_1).unwrap().is_some(),
+                "{bytes:x?}"
+            );
+            assert!(
+                matches!(
+                    decode_all(bytes, ProtocolVersion::V3_1_1),
+                    Err(Error::Malformed(_))
+                ),
+                "{bytes:x?}"
+            );
+        }
+        let v5_pubrel_dup = [0x6A, 0x02, 0x00, 0x01];
+        assert!(matches!(
+            decode_all(&v5_pubrel_dup, ProtocolVersion::V5),
+            Err(Error::Malformed(_))
+        ));
+        // Only DUP: QoS 0 or 2 and RETAIN stay refused at 3.1 too.
+        for first in [0x60, 0x64, 0x63, 0x6B] {
+            assert!(
+                matches!(
+                    decode_all(&[first, 0x02, 0x00, 0x01], ProtocolVersion::V3_1),
+                    Err(Error::Malformed(_))
+                ),
+                "{first:#x}"
             );
         }
     }

@@ -128,9 +128,11 @@ fn allowed_in(id: u8) -> Option<u16> {
 
 impl Properties {
     /// Reads a property length and the properties it covers, as allowed in `owner`.
-    pub(crate) fn decode(r: &mut Reader, owner: Owner) -> Result<Properties, Error> {
-        let len = r.variable_byte_integer()?;
-        let mut r = Reader::new(r.take(len as usize)?);
+    /// A broken rule in a property that parses (a duplicate, a value out of range) is
+    /// noted on `outer` as a [`Reader::violation`]; an unknown or misplaced id is malformed.
+    pub(crate) fn decode(outer: &mut Reader, owner: Owner) -> Result<Properties, Error> {
+        let len = outer.variable_byte_integer()?;
+        let mut r = Reader::new(outer.take(len as usize)?);
         let mut properties = Properties::default();
         let mut seen = 0u64;
         while !r.is_empty() {
@@ -145,10 +147,13 @@ impl Properties {
             // Known ids are all below 0x2B, so the bit fits.
             let bit = 1u64 << id;
             if seen & bit != 0 && !repeatable {
-                return Err(Error::Protocol("property included twice [MQTT-2.2.2-2]"));
+                r.violation(Error::Protocol("property included twice [MQTT-2.2.2-2]"));
             }
             seen |= bit;
             properties.read_one(id, &mut r)?;
+        }
+        if let Err(violation) = r.check_violation() {
+            outer.violation(violation);
         }
         Ok(properties)
     }
@@ -165,7 +170,7 @@ impl Properties {
             0x08 => self.response_topic = Some(r.string()?),
             0x09 => self.correlation_data = Some(r.binary()?),
             SUBSCRIPTION_IDENTIFIER => match r.variable_byte_integer()? {
-                0 => return Err(Error::Protocol("subscription identifier 0")),
+                0 => r.violation(Error::Protocol("subscription identifier 0")),
                 value => self.subscription_identifiers.push(value),
             },
             0x11 => self.session_expiry_interval = Some(r.u32()?),
@@ -185,17 +190,23 @@ impl Properties {
             0x1A => self.response_information = Some(r.string()?),
             0x1C => self.server_reference = Some(r.string()?),
             0x1F => self.reason_string = Some(r.string()?),
-            0x21 => self.receive_maximum = Some(non_zero(r.u16()?, "receive maximum 0")?),
+            0x21 => {
+                let value = r.u16()?;
+                self.receive_maximum = Some(non_zero(r, value, "receive maximum 0"))
+            }
             0x22 => self.topic_alias_maximum = Some(r.u16()?),
             0x23 => match r.u16()? {
                 // [MQTT-3.3.2-8] a topic alias of 0 is not permitted.
-                0 => return Err(Error::TopicAliasInvalid),
+                0 => r.violation(Error::TopicAliasInvalid),
                 alias => self.topic_alias = Some(alias),
             },
             0x24 => self.maximum_qos = Some(flag(r, "maximum QoS not 0 or 1")?),
             0x25 => self.retain_available = Some(flag(r, "retain available not 0 or 1")?),
             USER_PROPERTY => self.user_properties.push((r.string()?, r.string()?)),
-            0x27 => self.maximum_packet_size = Some(non_zero(r.u32()?, "maximum packet size 0")?),
+            0x27 => {
+                let value = r.u32()?;
+                self.maximum_packet_size = Some(non_zero(r, value, "maximum packet size 0"))
+            }
             0x28 => {
                 self.wildcard_subscription_available =
                     Some(flag(r, "wildcard available not 0 or 1")?)
@@ -326,18 +337,19 @@ impl Properties {
 /// A one-byte property whose only values are 0 and 1; anything else is a
 /// protocol error (e.g. [MQTT-3.3.2-4] for the payload format indicator).
 fn flag(r: &mut Reader, what: &'static str) -> Result<u8, Error> {
-    match r.u8()? {
-        value @ (0 | 1) => Ok(value),
-        _ => Err(Error::Protocol(what)),
+    let value = r.u8()?;
+    if value > 1 {
+        r.violation(Error::Protocol(what));
     }
+    Ok(value)
 }
 
-fn non_zero<T: PartialEq + Default>(value: T, what: &'static str) -> Result<T, Error> {
+/// A property that may not be zero: a zero is a protocol error.
+fn non_zero<T: PartialEq + Default>(r: &mut Reader, value: T, what: &'static str) -> T {
     if value == T::default() {
-        Err(Error::Protocol(what))
-    } else {
-        Ok(value)
+        r.violation(Error::Protocol(what));
     }
+    value
 }
 
 fn put_u8(buf: &mut BytesMut, id: u8, value: Option<u8>) {

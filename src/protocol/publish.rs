@@ -106,9 +106,13 @@ impl Publish {
 /// The decoder's own topic-name check (PUBLISH and will topics): at least one
 /// character [MQTT-4.7.3-1] and no wildcard [MQTT-3.3.2-2], [MQTT-4.7.3-2]. U+0000
 /// and invalid UTF-8 were already refused when the string was read [MQTT-1.5.4-1..2].
+///
+/// An empty name is a Protocol Error, as MQTT 5.0 §3.3.2.1 says ("It is a Protocol
+/// Error if the Topic Name is zero length and there is no Topic Alias"); a name with
+/// a wildcard gets 0x90 Topic Name Invalid, which names the field at fault.
 pub(crate) fn check_topic_name(topic: &str) -> Result<(), Error> {
     if topic.is_empty() {
-        return Err(Error::TopicNameInvalid("empty topic name"));
+        return Err(Error::Protocol("empty topic name"));
     }
     if topic.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(Error::TopicNameInvalid("wildcard in topic name"));
@@ -238,16 +242,17 @@ mod tests {
     }
 
     #[test]
-    fn empty_topic_needs_a_topic_alias() {
+    fn issue_8_empty_topic_without_alias_is_a_protocol_error() {
+        // MQTT 5.0 §3.3.2.1: a Protocol Error.
         let bytes = [0x30, 0x03, 0, 0, 0];
         assert!(matches!(
             decode_v(&bytes, ProtocolVersion::V5),
-            Err(Error::TopicNameInvalid(_))
+            Err(Error::Protocol(_))
         ));
         let v3 = [0x30, 0x02, 0, 0];
         assert!(matches!(
             decode_v(&v3, ProtocolVersion::V3_1_1),
-            Err(Error::TopicNameInvalid(_))
+            Err(Error::Protocol(_))
         ));
         let aliased = [0x30, 0x06, 0, 0, 3, 0x23, 0, 7];
         let Some(Packet::Publish(p)) = decode_v(&aliased, ProtocolVersion::V5).unwrap() else {

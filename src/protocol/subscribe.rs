@@ -110,14 +110,26 @@ fn put_properties(properties: &Properties, version: ProtocolVersion, buf: &mut B
 }
 
 /// Reads reason codes up to the end of the packet, each checked against `allowed`.
-fn reason_codes(r: &mut Reader, allowed: &[u8]) -> Result<Vec<ReasonCode>, Error> {
-    r.rest()
-        .iter()
-        .map(|&code| match allowed.contains(&code) {
-            true => Ok(ReasonCode(code)),
-            false => Err(Error::Protocol("reason code not allowed in this packet")),
-        })
-        .collect()
+fn reason_codes(r: &mut Reader, allowed: &[u8]) -> Vec<ReasonCode> {
+    let codes = r.rest();
+    if codes.iter().any(|code| !allowed.contains(code)) {
+        r.violation(Error::Protocol("reason code not allowed in this packet"));
+    }
+    codes.iter().map(|&code| ReasonCode(code)).collect()
+}
+
+/// A topic filter of SUBSCRIBE or UNSUBSCRIBE, which must be at least one character
+/// long [MQTT-4.7.3-1]. An empty one closes the connection: it is not a filter that
+/// a SUBACK/UNSUBACK code could refuse (0x8F means "correctly formed but not
+/// accepted"), and MQTT 5.0 names no code for it, so it is a Protocol Error (0x82),
+/// as an empty topic name is (MQTT 5.0 §3.3.2.1). Other wildcard and length rules
+/// are the session's, which answers them per filter with 0x8F (0x80 in 3.x).
+fn topic_filter(r: &mut Reader) -> Result<ByteString, Error> {
+    let filter = r.string()?;
+    if filter.is_empty() {
+        r.violation(Error::Protocol("empty topic filter"));
+    }
+    Ok(filter)
 }
 
 impl SubscriptionOptions {
@@ -174,8 +186,9 @@ impl Subscribe {
         let properties = properties(r, version, Owner::SUBSCRIBE)?;
         let mut filters = Vec::with_capacity(1);
         while !r.is_empty() {
-            let filter = r.string()?;
-            let options = SubscriptionOptions::from_byte(r.u8()?, version)?;
+            let filter = topic_filter(r)?;
+            let byte = r.u8()?;
+            let options = r.defer(SubscriptionOptions::from_byte(byte, version))?;
             filters.push((filter, options));
         }
         if filters.is_empty() {
@@ -217,7 +230,7 @@ impl SubAck {
         } else {
             V3_SUBACK_RETURN_CODES
         };
-        let reasons = reason_codes(r, allowed)?;
+        let reasons = reason_codes(r, allowed);
         Ok(SubAck {
             packet_id,
             reasons,
@@ -249,7 +262,7 @@ impl Unsubscribe {
         let properties = properties(r, version, Owner::UNSUBSCRIBE)?;
         let mut filters = Vec::with_capacity(1);
         while !r.is_empty() {
-            filters.push(r.string()?);
+            filters.push(topic_filter(r)?);
         }
         if filters.is_empty() {
             return Err(Error::Protocol("UNSUBSCRIBE without topic filters"));
@@ -285,7 +298,7 @@ impl UnsubAck {
         let packet_id = r.packet_id()?;
         let properties = properties(r, version, Owner::UNSUBACK)?;
         let reasons = if version.is_v5() {
-            reason_codes(r, UNSUBACK_REASONS)?
+            reason_codes(r, UNSUBACK_REASONS)
         } else {
             Vec::new()
         };
@@ -480,6 +493,63 @@ mod tests {
             decode_v(&[0xA2, 3, 0, 9, 0], ProtocolVersion::V5),
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn issue_8_empty_topic_filter_is_a_protocol_error() {
+        // [MQTT-4.7.3-1] at every version, in SUBSCRIBE and UNSUBSCRIBE.
+        for version in VERSIONS {
+            let props: &[u8] = if version.is_v5() { &[0] } else { &[] };
+            let mut subscribe = vec![0x00, 0x09];
+            subscribe.extend_from_slice(props);
+            subscribe.extend_from_slice(&[0, 1, b'a', 0, 0, 0, 0]);
+            let mut unsubscribe = vec![0x00, 0x09];
+            unsubscribe.extend_from_slice(props);
+            unsubscribe.extend_from_slice(&[0, 1, b'a', 0, 0]);
+            for (first, body) in [(0x82, subscribe), (0xA2, unsubscribe)] {
+                let mut bytes = vec![first, body.len() as u8];
+                bytes.extend(body);
+                assert!(
+                    matches!(decode_v(&bytes, version), Err(Error::Protocol(_))),
+                    "{version:?} {bytes:x?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn issue_8_malformed_wins_over_an_earlier_protocol_error() {
+        // MQTT 5.0 §1.2: a Protocol Error is found after the packet parsed.
+        let qos_3_then_truncated = [0x82, 10, 0, 9, 0, 0, 1, b'a', 0x03, 0, 5, b'b'];
+        let id_0_then_reserved_bits = [0x82, 7, 0, 0, 0, 0, 1, b'a', 0x40];
+        let duplicate_then_unknown = [0x82, 12, 0, 9, 5, 0x0B, 1, 0x0B, 2, 0x7F, 0, 1, b'a', 0];
+        let id_0_then_trailing = [0xA2, 7, 0, 0, 0, 0, 1, b'a', 0];
+        for bytes in [
+            &qos_3_then_truncated[..],
+            &id_0_then_reserved_bits,
+            &duplicate_then_unknown,
+            &id_0_then_trailing,
+        ] {
+            assert!(
+                matches!(
+                    decode_v(bytes, ProtocolVersion::V5),
+                    Err(Error::Malformed(_))
+                ),
+                "{bytes:x?}"
+            );
+        }
+        // Each rule alone, in a packet that parses, is still a Protocol Error.
+        let id_0 = [0x82, 7, 0, 0, 0, 0, 1, b'a', 0];
+        let qos_3 = [0x82, 7, 0, 9, 0, 0, 1, b'a', 0x03];
+        for bytes in [&id_0[..], &qos_3] {
+            assert!(
+                matches!(
+                    decode_v(bytes, ProtocolVersion::V5),
+                    Err(Error::Protocol(_))
+                ),
+                "{bytes:x?}"
+            );
+        }
     }
 
     #[test]

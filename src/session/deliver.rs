@@ -11,6 +11,19 @@ use crate::broker::Broker;
 use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
 
+/// The Message Expiry Interval forwarded to a subscriber: what remains of the
+/// publisher's interval ([MQTT-3.3.2-6]), in whole seconds rounded *up*. A message
+/// that waited 0.3 s of a 5 s expiry is forwarded with 5 and one that waited 1.2 s
+/// with 4: truncating would shorten the life of every message that waited any
+/// fraction of a second. An expired message is never sent, so the floor is 1.
+fn remaining_expiry_interval(expires_at: Instant, now: Instant) -> u32 {
+    let remaining = expires_at.saturating_duration_since(now);
+    let seconds = remaining
+        .as_secs()
+        .saturating_add(u64::from(remaining.subsec_nanos() > 0));
+    u32::try_from(seconds).unwrap_or(u32::MAX).max(1)
+}
+
 impl Session {
     /// Whether the connection should take another delivery from the mailbox: not
     /// while the in-flight window is full ([MQTT-3.3.4-7]) or older ones wait.
@@ -153,13 +166,9 @@ impl Session {
         let mut properties = Properties::default();
         if self.version.is_v5() {
             properties = message.properties.clone();
-            // [MQTT-3.3.2-6] the forwarded expiry is what remains of it.
-            properties.message_expiry_interval = message.expires_at.map(|at| {
-                let remaining = at.saturating_duration_since(now);
-                u32::try_from(remaining.as_secs())
-                    .unwrap_or(u32::MAX)
-                    .max(1)
-            });
+            properties.message_expiry_interval = message
+                .expires_at
+                .map(|at| remaining_expiry_interval(at, now));
             properties.subscription_identifiers = delivery.subscription_ids.clone();
         }
         let publish = Publish {

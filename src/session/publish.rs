@@ -24,6 +24,25 @@ pub fn forwarded_properties(properties: &Properties) -> Properties {
     }
 }
 
+/// The v5 rules for the properties of a PUBLISH that a *client* sends; the decoder
+/// cannot check them, as it reads PUBLISH in both directions. Both break a MUST for
+/// which MQTT 5.0 names no reason code, so they are Protocol Errors (0x82, §4.13).
+fn check_client_properties(properties: &Properties) -> Result<(), protocol::Error> {
+    // [MQTT-3.3.4-6] subscription identifiers flow from server to client only.
+    if !properties.subscription_identifiers.is_empty() {
+        return Err(protocol::Error::Protocol(
+            "subscription identifier in a client PUBLISH",
+        ));
+    }
+    // [MQTT-3.3.2-14] the Response Topic (a topic name for the reply) has no wildcards.
+    if let Some(response_topic) = &properties.response_topic {
+        if response_topic.contains(['+', '#']) {
+            return Err(protocol::Error::Protocol("wildcard in the response topic"));
+        }
+    }
+    Ok(())
+}
+
 impl Session {
     pub(super) fn on_publish(
         &mut self,
@@ -32,6 +51,7 @@ impl Session {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), Error> {
+        check_client_properties(&publish.properties)?;
         let topic = self.resolve_topic(&publish)?;
         // (MQTT 5.0 §3.3.2.3.2) payload format 1 promises UTF-8; a v5 receiver may refuse it with 0x99.
         if publish.properties.payload_format_indicator == Some(1)
@@ -82,7 +102,8 @@ impl Session {
                 }
                 _ => broker.publish(&self.client_id, message)?,
             };
-            if routed.matched == 0 && self.version.is_v5() {
+            // (MQTT 5.0 §3.4.2.1) 0x10 is allowed, not required: `[mqtt] no_subscribers_reason`.
+            if routed.matched == 0 && self.version.is_v5() && broker.mqtt().no_subscribers_reason {
                 ReasonCode::NO_MATCHING_SUBSCRIBERS
             } else {
                 ReasonCode::SUCCESS

@@ -11,7 +11,7 @@ use super::*;
 use crate::broker::mailbox::Mailbox;
 use crate::broker::registry::Link;
 use crate::broker::router::{Filter, Subscription};
-use crate::config::{Limits, SessionConfig};
+use crate::config::{Limits, MqttConfig, SessionConfig};
 use crate::protocol::{decode, Ack, Connect, Properties, Publish, QoS, SubscriptionOptions};
 use crate::storage::{Delivery, Storage};
 
@@ -138,14 +138,28 @@ fn qos1_publish_is_acknowledged_with_puback() {
 }
 
 #[test]
-fn v5_puback_reports_no_matching_subscribers() {
-    let mut h = harness(ProtocolVersion::V5);
-    h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7))))
-        .unwrap();
-    let Packet::PubAck(ack) = &h.sent()[0] else {
-        panic!("expected PUBACK")
-    };
-    assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+fn issue_8_v5_puback_reports_no_matching_subscribers_only_when_configured() {
+    // MQTT 5.0 §3.4.2.1: 0x10 may be sent; `[mqtt] no_subscribers_reason` decides.
+    for (enabled, expected) in [
+        (false, ReasonCode::SUCCESS),
+        (true, ReasonCode::NO_MATCHING_SUBSCRIBERS),
+    ] {
+        let broker = Broker::new(
+            Limits::default(),
+            SessionConfig::default(),
+            Storage::in_memory(),
+        )
+        .with_mqtt(MqttConfig {
+            no_subscribers_reason: enabled,
+        });
+        let mut h = harness_with(broker, connect_packet(ProtocolVersion::V5, "c", true));
+        h.packet(Packet::Publish(publish("a", QoS::AtLeastOnce, Some(7))))
+            .unwrap();
+        let Packet::PubAck(ack) = &h.sent()[0] else {
+            panic!("expected PUBACK")
+        };
+        assert_eq!(ack.reason, expected, "no_subscribers_reason = {enabled}");
+    }
 }
 
 #[test]
@@ -504,4 +518,57 @@ fn message(topic: &str, qos: QoS) -> Message {
         properties: Properties::default(),
         expires_at: None,
     }
+}
+
+#[test]
+fn issue_8_forwarded_expiry_rounds_up_to_whole_seconds_v5() {
+    // [MQTT-3.3.2-6] what remains, rounded up: 0.3 s of 5 s waited → 5, 1.2 s → 4.
+    let mut h = harness(ProtocolVersion::V5);
+    h.subscribe("t", QoS::AtMostOnce);
+    for (waited, forwarded) in [(300, 5), (1200, 4), (0, 5), (4999, 1)] {
+        let mut expiring = message("t", QoS::AtMostOnce);
+        expiring.expires_at = Some(h.now + Duration::from_secs(5));
+        h.broker
+            .publish(&ClientId::new("p"), Arc::new(expiring))
+            .unwrap();
+        let published_at = h.now;
+        h.now += Duration::from_millis(waited);
+        h.deliver_mailbox();
+        let Packet::Publish(sent) = &h.sent()[0] else {
+            panic!("expected PUBLISH")
+        };
+        assert_eq!(
+            sent.properties.message_expiry_interval,
+            Some(forwarded),
+            "after {waited} ms"
+        );
+        h.now = published_at;
+    }
+}
+
+#[test]
+fn issue_8_client_publish_with_subscription_identifier_is_a_protocol_error_v5() {
+    // [MQTT-3.3.4-6] a PUBLISH from a client carries no Subscription Identifier.
+    let mut h = harness(ProtocolVersion::V5);
+    let mut publish = publish("a", QoS::AtLeastOnce, Some(1));
+    publish.properties.subscription_identifiers = vec![7];
+    let error = h.packet(Packet::Publish(publish)).unwrap_err();
+    assert_eq!(error.reason_code(), ReasonCode::PROTOCOL_ERROR);
+    assert!(h.sent().is_empty(), "no PUBACK");
+}
+
+#[test]
+fn issue_8_response_topic_with_wildcard_is_a_protocol_error_v5() {
+    // [MQTT-3.3.2-14] the Response Topic must not contain wildcard characters.
+    for response_topic in ["reply/+", "reply/#", "+"] {
+        let mut h = harness(ProtocolVersion::V5);
+        let mut publish = publish("a", QoS::AtLeastOnce, Some(1));
+        publish.properties.response_topic = Some(response_topic.into());
+        let error = h.packet(Packet::Publish(publish)).unwrap_err();
+        assert_eq!(error.reason_code(), ReasonCode::PROTOCOL_ERROR);
+    }
+    let mut h = harness(ProtocolVersion::V5);
+    let mut publish = publish("a", QoS::AtLeastOnce, Some(1));
+    publish.properties.response_topic = Some("reply/to/me".into());
+    h.packet(Packet::Publish(publish)).unwrap();
 }

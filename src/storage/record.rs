@@ -177,6 +177,7 @@ fn read_message(r: &mut Reader, clock: Clock) -> Result<Message, Error> {
         .map_err(|_| Error::Corrupt("topic not UTF-8".into()))
         .and_then(|topic| TopicName::new(topic).map_err(corrupt))?;
     let properties = Properties::decode(r, Owner::PUBLISH).map_err(corrupt)?;
+    r.check_violation().map_err(corrupt)?;
     Ok(Message {
         topic,
         payload: r.rest(),
