@@ -502,3 +502,24 @@ fn rumqttc_v4_publish_reaches_mosquitto_v31() {
     });
     assert_eq!(next_message(&mut sub), "rs/kitchen/temp 21.5");
 }
+
+fn paho_pipelined(version: &str) {
+    require_paho();
+    let fixture = Fixture::start();
+    let script = script("paho_pipelined.py");
+    let args = [script.as_str(), &fixture.port, version, "100"];
+    let output = run_python(&args);
+    assert_success("python3", &args, &output);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK 100");
+}
+
+#[test]
+fn issue_8_paho_connect_subscribe_publish_without_waiting_v311() {
+    // [MQTT-3.1.4-5] paho sends SUBSCRIBE and PUBLISH before CONNACK arrives.
+    paho_pipelined("311");
+}
+
+#[test]
+fn issue_8_paho_connect_subscribe_publish_without_waiting_v5() {
+    paho_pipelined("5");
+}

@@ -400,8 +400,10 @@ async fn issue_8_a_subscribe_takes_effect_before_a_later_publish_on_another_conn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_8_disconnect_reason_reaches_a_client_that_keeps_sending_v5() {
-    // A v5 client floods QoS 2 PUBLISH past our Receive Maximum and keeps writing:
-    // it must still read DISCONNECT 0x93 [MQTT-3.3.4-9], not a connection reset.
+    // A v5 client sends QoS 2 PUBLISH past our Receive Maximum and keeps writing for
+    // a while: the broker's DISCONNECT 0x93 [MQTT-3.3.4-9] must be followed by an
+    // orderly close, not a reset that fails the client's writes (EPIPE/ECONNRESET)
+    // before it gets to read the reason code.
     let mut config = Config::default();
     config.limits.receive_maximum = 2;
     let broker = WireBroker::start_with(config).await;
@@ -414,11 +416,12 @@ async fn issue_8_disconnect_reason_reaches_a_client_that_keeps_sending_v5() {
                 .map(|n| publish_packet("greedy", QoS::ExactlyOnce, chunk * 10 + n, &payload))
                 .collect();
             let bytes = common::wire::bytes_of(ProtocolVersion::V5, &packets);
-            if wire.write(&bytes).await.is_err() {
-                break;
+            if let Err(error) = wire.write(&bytes).await {
+                panic!("{transport:?}: write {chunk} failed: {error}");
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let packets = wire.until_closed().await;
+        let (packets, ending) = wire.until_closed_cleanly().await;
         let reason = packets.iter().find_map(|packet| match packet {
             Packet::Disconnect(disconnect) => Some(disconnect.reason),
             _ => None,
@@ -430,6 +433,7 @@ async fn issue_8_disconnect_reason_reaches_a_client_that_keeps_sending_v5() {
             packets.len(),
             packets.last()
         );
+        assert_eq!(ending, Ok(()), "{transport:?}: the connection was reset");
     }
     broker.stop().await;
 }

@@ -215,21 +215,52 @@ impl Wire {
 
     /// Reads more bytes; `false` when the connection ended (closed or reset).
     async fn fill(&mut self) -> bool {
-        match &mut self.io {
-            Io::Tcp(stream) => matches!(stream.read_buf(&mut self.buf).await, Ok(1..)),
-            Io::Tls(stream) => matches!(stream.read_buf(&mut self.buf).await, Ok(1..)),
+        self.read_more().await == Ok(true)
+    }
+
+    /// Reads more bytes: `Ok(true)` if some came, `Ok(false)` at an orderly close
+    /// (FIN; TLS close_notify; a WebSocket Close frame), `Err` on a reset or error.
+    async fn read_more(&mut self) -> Result<bool, String> {
+        let read = match &mut self.io {
+            Io::Tcp(stream) => stream.read_buf(&mut self.buf).await,
+            Io::Tls(stream) => stream.read_buf(&mut self.buf).await,
             Io::Ws(socket) => loop {
                 match socket.next().await {
                     Some(Ok(Message::Binary(data))) => {
                         self.buf.extend_from_slice(&data);
-                        return true;
+                        return Ok(true);
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Text(_))) => panic!("the broker sent a text frame"),
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return false,
+                    Some(Ok(Message::Close(_))) => return Ok(false),
+                    Some(Err(error)) => return Err(error.to_string()),
+                    None => return Err("closed without a Close frame".into()),
                 }
             },
-        }
+        };
+        read.map(|n| n > 0).map_err(|error| error.to_string())
+    }
+
+    /// Every packet until the broker closes, and how it closed: `Ok` for an orderly
+    /// close, `Err` for a reset (the reason a client then never reads).
+    pub async fn until_closed_cleanly(&mut self) -> (Vec<Packet>, Result<(), String>) {
+        let mut packets = Vec::new();
+        let ending = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(packet) = decode(&mut self.buf, self.version, usize::MAX).unwrap() {
+                    packets.push(packet);
+                    continue;
+                }
+                match self.read_more().await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(error) => return Err(error),
+                }
+            }
+        })
+        .await
+        .expect("the broker did not close the connection");
+        (packets, ending)
     }
 
     /// The next packet, `None` once the broker closed the connection; panics after
