@@ -48,6 +48,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Who may connect and what they may do.
     pub auth: AuthConfig,
+    /// What the broker logs, and how.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -79,6 +82,16 @@ pub enum ListenerKind {
 }
 
 impl ListenerKind {
+    /// The name the configuration uses: `tcp`, `tls`, `ws`, `wss`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
+
     /// Whether the listener speaks TLS.
     pub fn is_tls(self) -> bool {
         matches!(self, ListenerKind::Tls | ListenerKind::Wss)
@@ -295,6 +308,38 @@ pub struct SessionConfig {
     pub max_session_expiry: Option<Duration>,
     /// Queue QoS 0 messages for offline persistent sessions too (mosquitto's `queue_qos0_messages`).
     pub queue_qos0_messages: bool,
+}
+
+/// The log (see README, Operations). Which levels are shown is `ROOKERY_LOG`'s
+/// business (an `EnvFilter`), not the file's, so that one environment variable
+/// turns on debugging whatever the file says.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` for people, `"json"` (one object per line) for log collectors.
+    pub format: LogFormat,
+    /// One line per client connect, refusal and disconnect (mosquitto's `connection_messages`).
+    pub connection_messages: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            connection_messages: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO rookery::connection_log: client connected peer=…`
+    #[default]
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
 }
 
 /// The `$SYS/broker/…` topics (mosquitto's `sys_interval`).

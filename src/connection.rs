@@ -20,6 +20,7 @@ use tracing::{debug, info_span, Instrument};
 use crate::broker::mailbox::Mailbox;
 use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
 use crate::broker::Broker;
+use crate::connection_log::{self, Ended};
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
 use crate::session::{
     self, access, connect, Flow, Negotiated, Outbox, Peer, Session, SessionExpiry,
@@ -46,6 +47,23 @@ enum Ending {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+}
+
+impl Ending {
+    /// How the log line tells this ending.
+    fn ended<'a>(&'a self, session: &Session) -> Ended<'a> {
+        match self {
+            Ending::Lost => Ended::Lost,
+            Ending::Disconnected { .. } => Ended::ClientDisconnect(
+                session
+                    .disconnect_reason()
+                    .unwrap_or(ReasonCode::NORMAL_DISCONNECTION),
+            ),
+            Ending::Violation(error) => Ended::Violation(error),
+            Ending::TakenOver => Ended::TakenOver,
+            Ending::Shutdown => Ended::Shutdown,
+        }
+    }
 }
 
 /// Serves one client until it leaves. Never returns an error: a failing client is
@@ -113,6 +131,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // reads the v5 CONNACK; anything older gets the 3.1.1 one. Bit 7 is
                 // mosquitto's bridge flag (0x84 = a 3.1.1 bridge), not the version.
                 if let protocol::Error::UnsupportedProtocolVersion { level } = error {
+                    let code = ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
+                    connection_log::refused(&self.broker, &self.peer, None, code);
                     let version = match level & 0x7F {
                         0..=4 => ProtocolVersion::V3_1_1,
                         _ => ProtocolVersion::V5,
@@ -135,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         ) {
             Ok(negotiated) => negotiated,
             Err(reason) => {
-                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                connection_log::refused(&self.broker, &self.peer, Some(&connect), reason);
                 self.refuse(connect.version, reason).await;
                 return None;
             }
@@ -144,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let negotiated = match access::admit(&connect, negotiated, &self.peer, &authenticator) {
             Ok(negotiated) => negotiated,
             Err(reason) => {
-                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused by auth");
+                connection_log::refused(&self.broker, &self.peer, Some(&connect), reason);
                 self.refuse(connect.version, reason).await;
                 return None;
             }
@@ -172,6 +192,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let now = Instant::now();
         if let Err(error) = open_session(&self.broker, &negotiated) {
             tracing::error!(%error, "could not store the session; refusing");
+            connection_log::refused(
+                &self.broker,
+                &self.peer,
+                None,
+                ReasonCode::SERVER_UNAVAILABLE,
+            );
             self.refuse(negotiated.version, ReasonCode::SERVER_UNAVAILABLE)
                 .await;
             let departure = Departure::Offline {
@@ -189,6 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             session_present,
             self.broker.limits(),
         )));
+        connection_log::connected(&self.broker, &self.peer, &negotiated, session_present);
         let resumed = if session_present {
             session.resume(&self.broker, now, &mut self.out)
         } else {
@@ -425,6 +452,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn finish(&mut self, mut session: Session, connection_id: u64, ending: Ending) {
+        let ended = ending.ended(&session);
+        connection_log::disconnected(&self.broker, &self.peer, session.client_id(), &ended);
         let publish_will = match &ending {
             Ending::TakenOver => return,
             Ending::Lost => true,

@@ -46,6 +46,8 @@ pub struct Broker {
     next_connection_id: AtomicU64,
     /// Swapped whole on reload; readers never wait.
     authenticator: ArcSwap<Authenticator>,
+    /// `[log] connection_messages`: whether connects and disconnects are logged.
+    is_logging_connections: std::sync::atomic::AtomicBool,
 }
 
 /// What became of a publish.
@@ -70,6 +72,7 @@ impl Broker {
             session_config,
             next_connection_id: AtomicU64::new(1),
             authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
+            is_logging_connections: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -108,6 +111,19 @@ impl Broker {
     /// checked against the new one from their next packet on.
     pub fn set_authenticator(&self, authenticator: Arc<Authenticator>) {
         self.authenticator.store(authenticator);
+    }
+
+    /// Turns the connect, refuse and disconnect log lines on or off (mosquitto's
+    /// `connection_messages`).
+    pub fn set_logging_connections(&self, is_logging: bool) {
+        self.is_logging_connections
+            .store(is_logging, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether connects, refusals and disconnects are logged.
+    pub fn is_logging_connections(&self) -> bool {
+        self.is_logging_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the current ACL lets `client` do `action` on `topic`. Lock-free.

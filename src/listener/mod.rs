@@ -20,10 +20,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::connection_log;
 use crate::storage::Storage;
 pub use reload::ReloadError;
 use reload::Reloader;
@@ -104,6 +105,7 @@ impl Server {
             config.session.clone(),
             storage,
         ));
+        broker.set_logging_connections(config.log.connection_messages);
         broker.set_authenticator(Arc::new(reload::load_authenticator(&config.auth)?));
         let mut reloader = Reloader {
             tls: Vec::new(),
@@ -131,10 +133,11 @@ impl Server {
                 source,
             })?;
             let listener_config = config.listeners.get(index).cloned().unwrap_or_default();
-            let transport = Transport::load(&listener_config).map_err(|source| Error::Tls {
-                addr: listener_config.bind,
-                source,
-            })?;
+            let transport =
+                Transport::load(&listener_config, addr).map_err(|source| Error::Tls {
+                    addr: listener_config.bind,
+                    source,
+                })?;
             if let Some(tls) = &transport.tls {
                 reloader.tls.push((addr, tls.clone()));
             }
@@ -222,7 +225,7 @@ async fn accept_loop(
         };
         backoff = Duration::from_millis(5);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            debug!(%peer, "connection limit reached; closing");
+            connection_log::refused_busy(&broker, peer, &transport.name);
             drop(stream);
             continue;
         };

@@ -30,11 +30,13 @@ pub(super) struct Transport {
     websocket_path: Option<String>,
     /// `identity_as_username`.
     is_name_username: bool,
+    /// How log lines name this listener: `tcp 127.0.0.1:1883`.
+    pub(super) name: Arc<str>,
 }
 
 impl Transport {
     /// Builds the transport of `config`, reading its TLS files.
-    pub(super) fn load(config: &ListenerConfig) -> Result<Transport, tls::Error> {
+    pub(super) fn load(config: &ListenerConfig, addr: SocketAddr) -> Result<Transport, tls::Error> {
         let tls = match config.kind.is_tls() {
             true => Some(Arc::new(TlsListener::load(config)?)),
             false => None,
@@ -43,7 +45,17 @@ impl Transport {
             tls,
             websocket_path: config.kind.is_websocket().then(|| config.path.clone()),
             is_name_username: config.identity_as_username,
+            name: format!("{} {addr}", config.kind.name()).into(),
         })
+    }
+
+    /// What the transport knows of a client before any handshake.
+    fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer {
+            addr: Some(addr),
+            listener: self.name.clone(),
+            ..Peer::default()
+        }
     }
 
     /// Runs the handshakes, then the MQTT connection, to the end.
@@ -58,9 +70,9 @@ impl Transport {
         // as large as the MQTT connection itself, not the largest (WSS) stack.
         let Some(tls) = &self.tls else {
             if self.websocket_path.is_none() {
-                return connection::run_with(stream, Peer::default(), broker, shutdown).await;
+                return connection::run_with(stream, self.peer(addr), broker, shutdown).await;
             }
-            let websocket = self.serve_mqtt(stream, addr, Peer::default(), broker, shutdown);
+            let websocket = self.serve_mqtt(stream, addr, self.peer(addr), broker, shutdown);
             return Box::pin(websocket).await;
         };
         Box::pin(self.serve_tls(tls, stream, addr, broker, shutdown)).await;
@@ -89,6 +101,7 @@ impl Transport {
         let peer = Peer {
             certificate_name,
             is_name_username: self.is_name_username,
+            ..self.peer(addr)
         };
         self.serve_mqtt(stream, addr, peer, broker, shutdown).await;
     }
@@ -143,7 +156,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
-        let transport = Transport::load(&ListenerConfig::default()).unwrap();
+        let transport = Transport::load(&ListenerConfig::default(), addr).unwrap();
         let broker = Arc::new(Broker::new(
             Limits::default(),
             SessionConfig::default(),

@@ -87,6 +87,10 @@ pub struct Session {
     replayed_seqs: HashSet<u64>,
     /// PUBLISH packets sent since the connection last collected the count.
     sent_count: u64,
+    /// The reason code of the client's DISCONNECT, once it sent one.
+    disconnect_reason: Option<ReasonCode>,
+    /// ACL denials, logged at a limited rate.
+    denials: crate::connection_log::Denials,
 }
 
 impl Session {
@@ -113,6 +117,8 @@ impl Session {
             outbound: Outbound::new(negotiated.client_receive_maximum),
             replayed_seqs: HashSet::new(),
             sent_count: 0,
+            disconnect_reason: None,
+            denials: Default::default(),
         }
     }
 
@@ -125,6 +131,11 @@ impl Session {
     /// broker's counter once per turn instead of once per message.
     pub fn take_sent_count(&mut self) -> u64 {
         std::mem::take(&mut self.sent_count)
+    }
+
+    /// The reason code of the client's DISCONNECT (0x00 for 3.x), once it sent one.
+    pub fn disconnect_reason(&self) -> Option<ReasonCode> {
+        self.disconnect_reason
     }
 
     /// The protocol version the client connected with.
@@ -187,6 +198,7 @@ impl Session {
             }
             self.session_expiry = SessionExpiry::from_interval(seconds, None);
         }
+        self.disconnect_reason = Some(disconnect.reason);
         // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; v5 0x04 asks for it.
         Ok(Flow::Disconnect {
             publish_will: disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL,
