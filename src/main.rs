@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rookery::config::{LogConfig, LogFormat};
 use rookery::{Config, Server};
@@ -66,12 +66,27 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit codes: 0 after a clean shutdown, 1 when the broker cannot start or a
+/// command fails, 2 for a command line clap rejects (clap exits itself).
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line and nothing else: each error already says what failed and
+            // where, so neither anyhow's `Caused by:` chain (which repeats it) nor a
+            // backtrace (RUST_BACKTRACE=1 is common) would help an operator.
+            eprintln!("rookery: {}", error.to_string().replace('\n', "; "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(Command::Passwd(args)) = &cli.command {
         return passwd::run(args);
     }
-    let config = load_config(&cli)?;
+    let config = load_config(cli)?;
     if cli.print_config {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(());
@@ -80,10 +95,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))?;
     runtime.block_on(async {
         let server = Server::bind(config.clone()).await?;
-        log_banner(&cli, &config, &server);
+        log_banner(cli, &config, &server);
         wait_for_signal(&server).await;
         tracing::info!("shutting down");
         server.shutdown().await;
@@ -163,7 +178,7 @@ mod passwd {
     use std::io::{BufRead, IsTerminal};
     use std::path::{Path, PathBuf};
 
-    use anyhow::{bail, Context};
+    use anyhow::{anyhow, bail};
     use rookery::auth::{hash_password, set_entry, HashKind};
 
     #[derive(Debug, clap::Args)]
@@ -229,10 +244,10 @@ mod passwd {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options
             .open(&temporary)
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
+            .map_err(|error| anyhow!("cannot write {}: {error}", temporary.display()))?;
         std::io::Write::write_all(&mut file, text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)
-            .with_context(|| format!("cannot replace {}", path.display()))
+            .map_err(|error| anyhow!("cannot replace {}: {error}", path.display()))
     }
 }

@@ -33,17 +33,18 @@ use transport::Transport;
 /// How often sessions are expired and delayed wills published.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Why the server could not start.
+/// Why the server could not start. Each message is one line that names what
+/// failed and where (the address, the file and its key, the data directory).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration is not valid.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
     /// The data dir could not be opened or read.
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Storage(#[from] crate::storage::Error),
     /// A listener could not be bound or inspected.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", crate::config::in_words(source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -51,7 +52,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A TLS listener's certificate, key, CA bundle or CRL could not be loaded.
-    #[error("listener {addr}: {source}")]
+    #[error("TLS listener {addr}: {source}")]
     Tls {
         /// The listener's configured address.
         addr: SocketAddr,
@@ -59,13 +60,31 @@ pub enum Error {
         source: tls::Error,
     },
     /// The password or ACL file could not be loaded.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", auth_error(key, path, source))]
     Auth {
+        /// The configuration key that names the file (`auth.password_file`).
+        key: &'static str,
         /// The file.
         path: PathBuf,
         /// What is wrong.
         source: crate::auth::Error,
     },
+}
+
+/// "cannot read auth.password_file config/passwords (relative to /srv): permission denied"
+fn auth_error(key: &str, path: &std::path::Path, error: &crate::auth::Error) -> String {
+    let path = crate::config::shown(path);
+    match error {
+        crate::auth::Error::Io { source, .. } => {
+            format!(
+                "cannot read {key} {path}: {}",
+                crate::config::in_words(source)
+            )
+        }
+        crate::auth::Error::Parse { line, reason } => {
+            format!("{key} {path}, line {line}: {reason}")
+        }
+    }
 }
 
 /// A running broker: its listeners, its connections and its housekeeping.
@@ -99,6 +118,10 @@ impl Server {
     /// Must be called inside a tokio runtime.
     pub fn start(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Error> {
         config.validate()?;
+        // Everything that can fail without touching the disk goes first, so that a
+        // start-up that fails leaves no data directory behind.
+        let authenticator = reload::load_authenticator(&config.auth)?;
+        let transports = load_transports(&config, &listeners)?;
         let storage = Storage::open(&config.storage)?;
         let broker = Arc::new(Broker::new(
             config.limits.clone(),
@@ -106,7 +129,7 @@ impl Server {
             storage,
         ));
         broker.set_logging_connections(config.log.connection_messages);
-        broker.set_authenticator(Arc::new(reload::load_authenticator(&config.auth)?));
+        broker.set_authenticator(Arc::new(authenticator));
         let mut reloader = Reloader {
             tls: Vec::new(),
             auth: config.auth.clone(),
@@ -127,21 +150,11 @@ impl Server {
         };
         let connections = Arc::new(Semaphore::new(permits));
         let mut local_addrs = Vec::new();
-        for (index, listener) in listeners.into_iter().enumerate() {
-            let addr = listener.local_addr().map_err(|source| Error::Bind {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
-            let listener_config = config.listeners.get(index).cloned().unwrap_or_default();
-            let transport =
-                Transport::load(&listener_config, addr).map_err(|source| Error::Tls {
-                    addr: listener_config.bind,
-                    source,
-                })?;
+        for (listener, (addr, transport)) in listeners.into_iter().zip(transports) {
             if let Some(tls) = &transport.tls {
                 reloader.tls.push((addr, tls.clone()));
             }
-            info!(%addr, kind = ?listener_config.kind, "listening");
+            info!(listener = %transport.name, "listening");
             local_addrs.push(addr);
             let accept = accept_loop(
                 listener,
@@ -197,6 +210,27 @@ impl Server {
             error!(%error, "could not sync storage at shutdown");
         }
     }
+}
+
+/// Each listener's address and transport (TLS files read here), in order.
+fn load_transports(
+    config: &Config,
+    listeners: &[TcpListener],
+) -> Result<Vec<(SocketAddr, Transport)>, Error> {
+    let mut transports = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.iter().enumerate() {
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        let listener_config = config.listeners.get(index).cloned().unwrap_or_default();
+        let transport = Transport::load(&listener_config, addr).map_err(|source| Error::Tls {
+            addr: listener_config.bind,
+            source,
+        })?;
+        transports.push((addr, transport));
+    }
+    Ok(transports)
 }
 
 async fn accept_loop(
