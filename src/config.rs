@@ -66,6 +66,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What the broker logs, and how.
     pub log: LogConfig,
+    /// The server process itself.
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -324,6 +327,24 @@ pub struct SessionConfig {
     pub max_session_expiry: Option<Duration>,
     /// Queue QoS 0 messages for offline persistent sessions too (mosquitto's `queue_qos0_messages`).
     pub queue_qos0_messages: bool,
+}
+
+/// The server process itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// At shutdown, how long clients get to read their DISCONNECT (and the broker
+    /// to write what they were owed) before connections that do not read are dropped.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The log (see README, Operations). Which levels are shown is `ROOKERY_LOG`'s

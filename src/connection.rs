@@ -173,7 +173,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn serve(&mut self, shutdown: CancellationToken) {
-        let Some(negotiated) = self.accept_connect().await else {
+        // A client still to send CONNECT has nothing to lose: at shutdown, close it now.
+        let accepted = tokio::select! {
+            accepted = self.accept_connect() => accepted,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(negotiated) = accepted else {
             return;
         };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());

@@ -102,6 +102,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         wait_for_signal(&server).await;
         tracing::info!("shutting down");
         server.shutdown().await;
+        tracing::info!("stopped");
         anyhow::Ok(())
     })
 }

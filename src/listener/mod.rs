@@ -13,6 +13,7 @@ pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -92,7 +93,11 @@ fn auth_error(key: &str, path: &std::path::Path, error: &crate::auth::Error) -> 
 pub struct Server {
     broker: Arc<Broker>,
     local_addrs: Vec<SocketAddr>,
+    /// Cancelled first: stop accepting, and every connection says goodbye.
     shutdown: CancellationToken,
+    /// Cancelled `shutdown_timeout` later: connections still running are dropped.
+    hard_stop: CancellationToken,
+    shutdown_timeout: Duration,
     tasks: TaskTracker,
     reloader: Arc<Reloader>,
 }
@@ -143,6 +148,7 @@ impl Server {
             "storage recovered"
         );
         let shutdown = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let permits = match config.limits.max_connections {
             0 => Semaphore::MAX_PERMITS,
@@ -161,7 +167,7 @@ impl Server {
                 Arc::new(transport),
                 broker.clone(),
                 connections.clone(),
-                shutdown.clone(),
+                (shutdown.clone(), hard_stop.clone()),
                 tasks.clone(),
             );
             tasks.spawn(accept);
@@ -177,6 +183,8 @@ impl Server {
             broker,
             local_addrs,
             shutdown,
+            hard_stop,
+            shutdown_timeout: config.server.shutdown_timeout,
             tasks,
             reloader,
         })
@@ -200,14 +208,44 @@ impl Server {
         &self.broker
     }
 
-    /// Stops accepting, tells every client (v5 DISCONNECT 0x8B), waits for
-    /// every connection to finish, then flushes and fsyncs storage.
+    /// Stops accepting, tells every client (v5 DISCONNECT 0x8B), waits for every
+    /// connection to finish — dropping those still running after
+    /// `shutdown_timeout` (clients that do not read) — then flushes and fsyncs
+    /// storage. Each phase is logged.
     pub async fn shutdown(self) {
+        let started = Instant::now();
+        let connected = self
+            .broker
+            .metrics()
+            .connections_current
+            .load(Ordering::Relaxed);
+        info!(
+            clients = connected,
+            "shutdown: stopped accepting, disconnecting clients"
+        );
         self.shutdown.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
-        if let Err(error) = self.broker.storage().sync() {
-            error!(%error, "could not sync storage at shutdown");
+        if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            let remaining = self
+                .broker
+                .metrics()
+                .connections_current
+                .load(Ordering::Relaxed);
+            warn!(
+                clients = remaining,
+                timeout = ?self.shutdown_timeout,
+                "shutdown: dropping clients that did not read their DISCONNECT in time"
+            );
+            self.hard_stop.cancel();
+            self.tasks.wait().await;
+        }
+        info!(elapsed = ?started.elapsed(), "shutdown: clients disconnected");
+        match self.broker.storage().sync() {
+            Ok(()) => info!(elapsed = ?started.elapsed(), "shutdown: storage flushed"),
+            Err(error) => error!(%error, "shutdown: could not sync storage"),
         }
     }
 }
@@ -238,7 +276,7 @@ async fn accept_loop(
     transport: Arc<Transport>,
     broker: Arc<Broker>,
     connections: Arc<Semaphore>,
-    shutdown: CancellationToken,
+    (shutdown, hard_stop): (CancellationToken, CancellationToken),
     tasks: TaskTracker,
 ) {
     let mut backoff = Duration::from_millis(5);
@@ -266,9 +304,14 @@ async fn accept_loop(
         configure(&stream);
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let hard_stop = hard_stop.clone();
         let transport = transport.clone();
         tasks.spawn(async move {
-            transport.serve(stream, peer, broker, shutdown).await;
+            tokio::select! {
+                () = transport.serve(stream, peer, broker, shutdown) => {}
+                // Past the shutdown timeout: drop the connection mid-write.
+                () = hard_stop.cancelled() => {}
+            }
             drop(permit);
         });
     }
