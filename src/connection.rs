@@ -427,6 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Counts what the session sent, then writes it.
     async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
+        session.report_counts(self.broker.metrics(), &mut self.out);
         let sent = session.take_sent_count();
         if sent > 0 {
             self.broker

@@ -12,7 +12,7 @@ mod recovery;
 pub mod registry;
 pub mod retained;
 pub mod router;
-mod sys;
+pub mod sys;
 pub mod trie;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,7 +145,7 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
     ) -> Result<Routed, storage::Error> {
-        self.count_received();
+        self.count_received(&message);
         self.route(publisher, message, None)
     }
 
@@ -158,14 +158,18 @@ impl Broker {
         message: Arc<Message>,
         packet_id: PacketId,
     ) -> Result<Routed, storage::Error> {
-        self.count_received();
+        self.count_received(&message);
         self.route(publisher, message, Some(packet_id))
     }
 
-    fn count_received(&self) {
+    fn count_received(&self, message: &Message) {
         self.metrics
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
+        Metrics::add(
+            &self.metrics.publish_bytes_received,
+            message.payload.len() as u64,
+        );
     }
 
     /// Routes without counting the message as received from a client ($SYS topics).
@@ -309,6 +313,7 @@ impl Broker {
                 tracing::error!(%client_id, %error, "could not forget a published will");
             }
         }
+        Metrics::add(&self.metrics.sessions_expired, due.expired.len() as u64);
         for client_id in due.expired {
             tracing::debug!(%client_id, "session expired");
             if let Err(error) = self.end_session(&client_id) {

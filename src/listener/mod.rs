@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::broker::sys::SysState;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::connection_log;
@@ -329,13 +330,14 @@ async fn tick_loop(
 ) {
     let mut interval = tokio::time::interval(TICK);
     let mut next_sys = Instant::now();
+    let mut sys = SysState::new(Instant::now());
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 let now = Instant::now();
                 broker.on_tick(now);
                 if let Some(every) = sys_interval.filter(|_| now >= next_sys) {
-                    broker.publish_sys();
+                    broker.publish_sys(&mut sys, now);
                     next_sys = now + every;
                 }
             }
