@@ -5,28 +5,44 @@
 //! whole `Config`, so that what a module depends on is visible in its signature.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a configuration could not be loaded.
+/// Why a configuration could not be loaded. Each says where: the file and line,
+/// or the environment variable.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read configuration file {}: {}", shown(path), in_words(source))]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The TOML (after environment overrides) does not describe a `Config`.
-    #[error("invalid configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// The file is not TOML, or does not describe a `Config` (an unknown key, a bad value).
+    #[error("{file}{}: {message}", line.map_or_else(String::new, |line| format!(", line {line}")))]
+    File {
+        /// The file as named on the command line, or "configuration" for text.
+        file: String,
+        /// The 1-based line of the error, if known.
+        line: Option<usize>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
     /// An environment override does not fit the configuration's shape.
     #[error("environment variable {0}: does not name a configuration key")]
     Env(String),
+    /// An environment override names a key but its value does not fit.
+    #[error("environment variable {name}: {message}")]
+    EnvValue {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The values are individually valid but do not make a broker.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -50,6 +66,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Who may connect and what they may do.
     pub auth: AuthConfig,
+    /// What the broker logs, and how.
+    pub log: LogConfig,
+    /// The server process itself.
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -62,6 +82,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -82,6 +104,16 @@ pub enum ListenerKind {
 }
 
 impl ListenerKind {
+    /// The name the configuration uses: `tcp`, `tls`, `ws`, `wss`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
+
     /// Whether the listener speaks TLS.
     pub fn is_tls(self) -> bool {
         matches!(self, ListenerKind::Tls | ListenerKind::Wss)
@@ -311,6 +343,56 @@ pub struct MqttConfig {
     pub no_subscribers_reason: bool,
 }
 
+/// The server process itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// At shutdown, how long clients get to read their DISCONNECT (and the broker
+    /// to write what they were owed) before connections that do not read are dropped.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The log (see README, Operations). Which levels are shown is `ROOKERY_LOG`'s
+/// business (an `EnvFilter`), not the file's, so that one environment variable
+/// turns on debugging whatever the file says.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` for people, `"json"` (one object per line) for log collectors.
+    pub format: LogFormat,
+    /// One line per client connect, refusal and disconnect (mosquitto's `connection_messages`).
+    pub connection_messages: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            connection_messages: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO rookery::connection_log: client connected peer=…`
+    #[default]
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
+}
+
 /// The `$SYS/broker/…` topics (mosquitto's `sys_interval`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -338,7 +420,32 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Error> {
-        let mut document: toml::Table = toml::from_str(text)?;
+        Config::parse_file(text, env, "configuration")
+    }
+
+    /// Reads and parses a file (see [`Config::parse`]).
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse_file(&text, env, &path.display().to_string())
+    }
+
+    /// The file is deserialized from its text first, so that an error has a line;
+    /// then each override is applied and checked in turn, so that an error names
+    /// its variable.
+    fn parse_file(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        file: &str,
+    ) -> Result<Config, Error> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|error| file_error(file, text, &error))?;
+        let mut document: Option<toml::Table> = None;
         for (name, value) in env {
             // Only `SECTION__KEY` names are overrides: `ROOKERY_LOG` and friends are not.
             let Some(path) = name
@@ -347,25 +454,31 @@ impl Config {
             else {
                 continue;
             };
+            let document = match &mut document {
+                Some(document) => document,
+                None => document
+                    .insert(toml::from_str(text).map_err(|error| file_error(file, text, &error))?),
+            };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut document, &keys, parse_value(&value))
+            set_path(document, &keys, parse_value(&value))
                 .map_err(|()| Error::Env(name.clone()))?;
+            config = document
+                .clone()
+                .try_into()
+                .map_err(|error: toml::de::Error| Error::EnvValue {
+                    name: name.clone(),
+                    message: one_line(error.message()),
+                })?;
         }
-        let config: Config = document.try_into()?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads and parses a file (see [`Config::parse`]).
-    pub fn load(
-        path: &std::path::Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
+        config.validate().map_err(|error| match error {
+            Error::Invalid(message) => Error::File {
+                file: file.to_string(),
+                line: None,
+                message,
+            },
+            other => other,
         })?;
-        Config::parse(&text, env)
+        Ok(config)
     }
 
     /// Checks relations between values that serde cannot express.
@@ -392,6 +505,71 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A TOML error as one line: the line number, and the key as `section.key`.
+fn file_error(file: &str, text: &str, error: &toml::de::Error) -> Error {
+    let Some(start) = error.span().map(|span| span.start) else {
+        return Error::File {
+            file: file.to_string(),
+            line: None,
+            message: one_line(error.message()),
+        };
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    // The section is the last `[header]` above the error; the key is what precedes `=`.
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .map(|header| header.trim_matches(['[', ']']).trim().to_string());
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|line| line.split_once('='))
+        .map(|(key, _)| key.trim().to_string());
+    let name = match (section, key) {
+        (Some(section), Some(key)) => format!("`{section}.{key}`: "),
+        (None, Some(key)) => format!("`{key}`: "),
+        _ => String::new(),
+    };
+    Error::File {
+        file: file.to_string(),
+        line: Some(line),
+        message: format!("{name}{}", one_line(error.message())),
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', "; ")
+}
+
+/// A path as an error message shows it: a relative path with the directory it was
+/// resolved against (the working directory), so that "data" is not a riddle.
+pub fn shown(path: &Path) -> String {
+    if path.is_absolute() {
+        return path.display().to_string();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => format!("{} (relative to {})", path.display(), cwd.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// An I/O error in words: "permission denied", not "Permission denied (os error 13)".
+pub fn in_words(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let text = match text.find(" (os error ") {
+        Some(end) => text.get(..end).unwrap_or(&text).to_string(),
+        None => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
     }
 }
 

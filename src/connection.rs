@@ -23,6 +23,7 @@ use crate::broker::arrival::Place;
 use crate::broker::mailbox::Mailbox;
 use crate::broker::registry::{ClientSlot, Control, Departure, Detached, Link, Previous};
 use crate::broker::{Broker, Prior};
+use crate::connection_log::{self, Ended};
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
 use crate::session::{
     self, access, connect, Flow, Negotiated, Outbox, Peer, Session, SessionExpiry,
@@ -68,6 +69,23 @@ enum Ending {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+}
+
+impl Ending {
+    /// How the log line tells this ending.
+    fn ended<'a>(&'a self, session: &Session) -> Ended<'a> {
+        match self {
+            Ending::Lost => Ended::Lost,
+            Ending::Disconnected { .. } => Ended::ClientDisconnect(
+                session
+                    .disconnect_reason()
+                    .unwrap_or(ReasonCode::NORMAL_DISCONNECTION),
+            ),
+            Ending::Violation(error) => Ended::Violation(error),
+            Ending::TakenOver => Ended::TakenOver,
+            Ending::Shutdown => Ended::Shutdown,
+        }
+    }
 }
 
 /// Serves one client until it leaves. Never returns an error: a failing client is
@@ -142,6 +160,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // reads the v5 CONNACK; anything older gets the 3.1.1 one. Bit 7 is
                 // mosquitto's bridge flag (0x84 = a 3.1.1 bridge), not the version.
                 if let protocol::Error::UnsupportedProtocolVersion { level } = error {
+                    let code = ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
+                    connection_log::refused(&self.broker, &self.peer, None, code);
                     let version = match level & 0x7F {
                         0..=4 => ProtocolVersion::V3_1_1,
                         _ => ProtocolVersion::V5,
@@ -164,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         ) {
             Ok(negotiated) => negotiated,
             Err(reason) => {
-                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                connection_log::refused(&self.broker, &self.peer, Some(&connect), reason);
                 self.refuse(connect.version, reason).await;
                 return None;
             }
@@ -173,7 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let negotiated = match access::admit(&connect, negotiated, &self.peer, &authenticator) {
             Ok(negotiated) => negotiated,
             Err(reason) => {
-                debug!(client_id = %connect.client_id, ?reason, "CONNECT refused by auth");
+                connection_log::refused(&self.broker, &self.peer, Some(&connect), reason);
                 self.refuse(connect.version, reason).await;
                 return None;
             }
@@ -194,7 +214,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn serve(&mut self, shutdown: CancellationToken) {
-        let Some(negotiated) = self.accept_connect().await else {
+        // A client still to send CONNECT has nothing to lose: at shutdown, close it now.
+        let accepted = tokio::select! {
+            accepted = self.accept_connect() => accepted,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(negotiated) = accepted else {
             return;
         };
         tracing::Span::current().record("client_id", negotiated.client_id.as_str());
@@ -209,6 +234,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let now = Instant::now();
         if let Err(error) = open_session(&self.broker, &negotiated) {
             tracing::error!(%error, "could not store the session; refusing");
+            connection_log::refused(
+                &self.broker,
+                &self.peer,
+                None,
+                ReasonCode::SERVER_UNAVAILABLE,
+            );
             self.refuse(negotiated.version, ReasonCode::SERVER_UNAVAILABLE)
                 .await;
             let departure = Departure::Offline {
@@ -225,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             session_present,
             self.broker.limits(),
         )));
+        connection_log::connected(&self.broker, &self.peer, &negotiated, session_present);
         let resumed = if session_present {
             session.resume(&self.broker, now, &mut self.out)
         } else {
@@ -491,6 +523,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Counts what the session sent, then writes it.
     async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
+        session.report_counts(self.broker.metrics(), &mut self.out);
         let sent = session.take_sent_count();
         if sent > 0 {
             self.broker
@@ -523,6 +556,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Lets go of the session first (a successor may be waiting for it), then says
     /// goodbye to the client within bounded time.
     async fn finish(&mut self, mut session: Session, connection_id: u64, ending: Ending) {
+        let ended = ending.ended(&session);
+        connection_log::disconnected(&self.broker, &self.peer, session.client_id(), &ended);
         let now = Instant::now();
         let (departure, will) = match &ending {
             Ending::TakenOver => session.hand_over(now),

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod connection_log;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

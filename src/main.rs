@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rookery::config::{LogConfig, LogFormat};
 use rookery::{Config, Server};
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the broker allocates many small, short-lived buffers across threads,
 /// where it measured faster than the system allocator (see README, Performance).
@@ -63,34 +66,86 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit codes: 0 after a clean shutdown, 1 when the broker cannot start or a
+/// command fails, 2 for a command line clap rejects (clap exits itself).
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line and nothing else: each error already says what failed and
+            // where, so neither anyhow's `Caused by:` chain (which repeats it) nor a
+            // backtrace (RUST_BACKTRACE=1 is common) would help an operator.
+            eprintln!("rookery: {}", error.to_string().replace('\n', "; "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(Command::Passwd(args)) = &cli.command {
         return passwd::run(args);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = load_config(&cli)?;
+    let config = load_config(cli)?;
     if cli.print_config {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(());
     }
+    init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))?;
     runtime.block_on(async {
-        let server = Server::bind(config).await?;
+        let server = Server::bind(config.clone()).await?;
+        log_banner(cli, &config, &server);
         wait_for_signal(&server).await;
         tracing::info!("shutting down");
         server.shutdown().await;
+        tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// Levels when `ROOKERY_LOG` is unset: the broker's own events at INFO, other
+/// crates (fjall, rustls, tungstenite…) only when something is wrong.
+const DEFAULT_LOG: &str = "warn,rookery=info";
+
+/// Logs to stderr, as text or JSON lines, with colours only on a terminal (a file or
+/// journald would otherwise get escape codes).
+fn init_logging(config: &LogConfig) {
+    let filter = match std::env::var("ROOKERY_LOG") {
+        Ok(directives) => EnvFilter::new(directives),
+        Err(_) => EnvFilter::new(DEFAULT_LOG),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The first line an operator looks for: what runs, from which file, on which
+/// data, listening where.
+fn log_banner(cli: &Cli, config: &Config, server: &Server) {
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .zip(server.local_addrs())
+        .map(|(listener, addr)| format!("{} {addr}", listener.kind.name()))
+        .collect();
+    let data_dir = std::path::absolute(&config.storage.dir).unwrap_or(config.storage.dir.clone());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %cli.config.as_deref().map_or("(built-in defaults)".into(), |path| path.display().to_string()),
+        data_dir = %data_dir.display(),
+        durability = format!("{:?}", config.storage.durability).to_lowercase(),
+        listeners = %listeners.join(", "),
+        "rookery started"
+    );
 }
 
 /// Waits for ctrl-c or SIGTERM; reloads certificates and auth files on SIGHUP.
@@ -124,7 +179,7 @@ mod passwd {
     use std::io::{BufRead, IsTerminal};
     use std::path::{Path, PathBuf};
 
-    use anyhow::{bail, Context};
+    use anyhow::{anyhow, bail};
     use rookery::auth::{hash_password, set_entry, HashKind};
 
     #[derive(Debug, clap::Args)]
@@ -190,10 +245,10 @@ mod passwd {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options
             .open(&temporary)
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
+            .map_err(|error| anyhow!("cannot write {}: {error}", temporary.display()))?;
         std::io::Write::write_all(&mut file, text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)
-            .with_context(|| format!("cannot replace {}", path.display()))
+            .map_err(|error| anyhow!("cannot replace {}: {error}", path.display()))
     }
 }

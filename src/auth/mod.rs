@@ -148,6 +148,14 @@ impl Authenticator {
     /// Whether `client` may perform `action` on `topic`; see [`AclFile::authorize`].
     /// Without an ACL file everything is allowed.
     pub fn authorize(&self, client: &ClientIdentity, action: Action, topic: &str) -> bool {
+        if action == Action::Publish && topic.starts_with("$SYS") {
+            // The broker's own topics: a client may write there only where an ACL
+            // says so by name (`#` never matches `$SYS`, [MQTT-4.7.2-1]).
+            return self
+                .acl
+                .as_ref()
+                .is_some_and(|acl| acl.authorize(client, action, topic));
+        }
         self.acl
             .as_ref()
             .is_none_or(|acl| acl.authorize(client, action, topic))
@@ -240,5 +248,23 @@ mod tests {
         };
         assert!(auth.authorize(&client, Action::Subscribe, "public/+"));
         assert!(!auth.authorize(&client, Action::Publish, "public/x"));
+    }
+
+    #[test]
+    fn publishing_into_sys_needs_an_acl_rule_that_names_it() {
+        let client = ClientIdentity {
+            client_id: "c".into(),
+            username: Some("admin".into()),
+        };
+        let open = Authenticator::new(true, None, None);
+        assert!(!open.authorize(&client, Action::Publish, "$SYS/broker/version"));
+        assert!(open.authorize(&client, Action::Subscribe, "$SYS/broker/#"));
+        assert!(open.authorize(&client, Action::Publish, "sensors/a"));
+        let everything = AclFile::parse("user admin\ntopic readwrite #\n").unwrap();
+        let everything = Authenticator::new(true, None, Some(everything));
+        assert!(!everything.authorize(&client, Action::Publish, "$SYS/broker/version"));
+        let named = AclFile::parse("user admin\ntopic write $SYS/#\n").unwrap();
+        let named = Authenticator::new(true, None, Some(named));
+        assert!(named.authorize(&client, Action::Publish, "$SYS/broker/version"));
     }
 }

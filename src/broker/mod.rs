@@ -14,7 +14,7 @@ pub use recovery::Prior;
 pub mod registry;
 pub mod retained;
 pub mod router;
-mod sys;
+pub mod sys;
 pub mod trie;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +51,8 @@ pub struct Broker {
     authenticator: ArcSwap<Authenticator>,
     /// The order in which connections' input arrived (see [`arrival`]).
     arrivals: Arc<arrival::Arrivals>,
+    /// `[log] connection_messages`: whether connects and disconnects are logged.
+    is_logging_connections: std::sync::atomic::AtomicBool,
 }
 
 /// What became of a publish.
@@ -77,6 +79,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
             arrivals: Arc::default(),
+            is_logging_connections: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -133,6 +136,19 @@ impl Broker {
         self.authenticator.store(authenticator);
     }
 
+    /// Turns the connect, refuse and disconnect log lines on or off (mosquitto's
+    /// `connection_messages`).
+    pub fn set_logging_connections(&self, is_logging: bool) {
+        self.is_logging_connections
+            .store(is_logging, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether connects, refusals and disconnects are logged.
+    pub fn is_logging_connections(&self) -> bool {
+        self.is_logging_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the current ACL lets `client` do `action` on `topic`. Lock-free.
     pub fn authorize(&self, client: &ClientIdentity, action: Action, topic: &str) -> bool {
         self.authenticator.load().authorize(client, action, topic)
@@ -152,7 +168,7 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
     ) -> Result<Routed, storage::Error> {
-        self.count_received();
+        self.count_received(&message);
         self.route(publisher, message, None)
     }
 
@@ -165,14 +181,18 @@ impl Broker {
         message: Arc<Message>,
         packet_id: PacketId,
     ) -> Result<Routed, storage::Error> {
-        self.count_received();
+        self.count_received(&message);
         self.route(publisher, message, Some(packet_id))
     }
 
-    fn count_received(&self) {
+    fn count_received(&self, message: &Message) {
         self.metrics
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
+        Metrics::add(
+            &self.metrics.publish_bytes_received,
+            message.payload.len() as u64,
+        );
     }
 
     /// Routes without counting the message as received from a client ($SYS topics).
@@ -316,6 +336,7 @@ impl Broker {
                 tracing::error!(%client_id, %error, "could not forget a published will");
             }
         }
+        Metrics::add(&self.metrics.sessions_expired, due.expired.len() as u64);
         for client_id in due.expired {
             tracing::debug!(%client_id, "session expired");
             if let Err(error) = self.end_session(&client_id) {

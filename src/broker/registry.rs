@@ -218,6 +218,17 @@ pub struct Restored {
     pub queued: usize,
 }
 
+/// What [`Registry::census`] counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Sessions with a connection.
+    pub online: usize,
+    /// Sessions kept while their client is away.
+    pub offline: usize,
+    /// Messages queued for all sessions.
+    pub queued: usize,
+}
+
 /// Every session, online or offline.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -327,6 +338,21 @@ impl Registry {
     /// Removes a session whatever its state (a clean start discarding it).
     pub fn remove(&self, client_id: &ClientId) {
         self.clients.write().remove(client_id);
+    }
+
+    /// Sessions online and offline, and the messages queued for all of them. Locks
+    /// each slot in turn: for `$SYS`, not the hot path.
+    pub fn census(&self) -> Census {
+        let clients = self.clients.read();
+        let mut census = Census::default();
+        for slot in clients.values() {
+            match &*slot.presence.lock() {
+                Presence::Online(_) => census.online += 1,
+                Presence::Offline { .. } => census.offline += 1,
+            }
+            census.queued += slot.queued.load(Ordering::Relaxed);
+        }
+        census
     }
 
     /// Number of sessions, online and offline.

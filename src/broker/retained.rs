@@ -58,12 +58,36 @@ impl Retained {
         self.count == 0
     }
 
+    /// Retained messages outside `$SYS` (mosquitto does not count its own), and the
+    /// payload bytes of all of them. Walks the tree: for `$SYS`, not the hot path.
+    pub fn census(&self) -> (usize, u64) {
+        let mut count = 0;
+        let mut bytes = 0;
+        for (name, child) in &self.root.children {
+            let is_sys = name.starts_with('$');
+            walk(child, &mut |message| {
+                count += usize::from(!is_sys);
+                bytes += message.payload.len() as u64;
+            });
+        }
+        (count, bytes)
+    }
+
     /// The unexpired retained messages whose topic matches `filter`.
     pub fn matching(&self, filter: &TopicFilter, now: Instant) -> Vec<Arc<Message>> {
         let levels: Vec<&str> = filter.as_str().split('/').collect();
         let mut found = Vec::new();
         collect(&self.root, &levels, true, now, &mut found);
         found
+    }
+}
+
+fn walk(node: &Node, visit: &mut impl FnMut(&Message)) {
+    if let Some(message) = &node.message {
+        visit(message);
+    }
+    for child in node.children.values() {
+        walk(child, visit);
     }
 }
 

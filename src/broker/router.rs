@@ -96,6 +96,16 @@ pub struct Router {
 }
 
 impl Router {
+    /// Number of subscriptions, over all sessions.
+    pub fn len(&self) -> usize {
+        self.by_client.values().map(Vec::len).sum()
+    }
+
+    /// Whether there are no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Adds or replaces a subscription. Returns whether it existed before
     /// (v5 retain handling 1 depends on it, [MQTT-3.8.4-3]).
     pub fn subscribe(

@@ -13,6 +13,7 @@ pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info};
+use tracing::{error, info, warn};
 
+use crate::broker::sys::SysState;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::connection_log;
 use crate::storage::Storage;
 pub use reload::ReloadError;
 use reload::Reloader;
@@ -32,17 +35,18 @@ use transport::Transport;
 /// How often sessions are expired and delayed wills published.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Why the server could not start.
+/// Why the server could not start. Each message is one line that names what
+/// failed and where (the address, the file and its key, the data directory).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration is not valid.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
     /// The data dir could not be opened or read.
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Storage(#[from] crate::storage::Error),
     /// A listener could not be bound or inspected.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", crate::config::in_words(source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -50,7 +54,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A TLS listener's certificate, key, CA bundle or CRL could not be loaded.
-    #[error("listener {addr}: {source}")]
+    #[error("TLS listener {addr}: {source}")]
     Tls {
         /// The listener's configured address.
         addr: SocketAddr,
@@ -58,8 +62,10 @@ pub enum Error {
         source: tls::Error,
     },
     /// The password or ACL file could not be loaded.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", auth_error(key, path, source))]
     Auth {
+        /// The configuration key that names the file (`auth.password_file`).
+        key: &'static str,
         /// The file.
         path: PathBuf,
         /// What is wrong.
@@ -67,12 +73,32 @@ pub enum Error {
     },
 }
 
+/// "cannot read auth.password_file config/passwords (relative to /srv): permission denied"
+fn auth_error(key: &str, path: &std::path::Path, error: &crate::auth::Error) -> String {
+    let path = crate::config::shown(path);
+    match error {
+        crate::auth::Error::Io { source, .. } => {
+            format!(
+                "cannot read {key} {path}: {}",
+                crate::config::in_words(source)
+            )
+        }
+        crate::auth::Error::Parse { line, reason } => {
+            format!("{key} {path}, line {line}: {reason}")
+        }
+    }
+}
+
 /// A running broker: its listeners, its connections and its housekeeping.
 #[derive(Debug)]
 pub struct Server {
     broker: Arc<Broker>,
     local_addrs: Vec<SocketAddr>,
+    /// Cancelled first: stop accepting, and every connection says goodbye.
     shutdown: CancellationToken,
+    /// Cancelled `shutdown_timeout` later: connections still running are dropped.
+    hard_stop: CancellationToken,
+    shutdown_timeout: Duration,
     tasks: TaskTracker,
     reloader: Arc<Reloader>,
 }
@@ -98,12 +124,17 @@ impl Server {
     /// Must be called inside a tokio runtime.
     pub fn start(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Error> {
         config.validate()?;
+        // Everything that can fail without touching the disk goes first, so that a
+        // start-up that fails leaves no data directory behind.
+        let authenticator = reload::load_authenticator(&config.auth)?;
+        let transports = load_transports(&config, &listeners)?;
         let storage = Storage::open(&config.storage)?;
         let broker = Arc::new(
             Broker::new(config.limits.clone(), config.session.clone(), storage)
                 .with_mqtt(config.mqtt.clone()),
         );
-        broker.set_authenticator(Arc::new(reload::load_authenticator(&config.auth)?));
+        broker.set_logging_connections(config.log.connection_messages);
+        broker.set_authenticator(Arc::new(authenticator));
         let mut reloader = Reloader {
             tls: Vec::new(),
             auth: config.auth.clone(),
@@ -117,6 +148,7 @@ impl Server {
             "storage recovered"
         );
         let shutdown = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let permits = match config.limits.max_connections {
             0 => Semaphore::MAX_PERMITS,
@@ -124,27 +156,18 @@ impl Server {
         };
         let connections = Arc::new(Semaphore::new(permits));
         let mut local_addrs = Vec::new();
-        for (index, listener) in listeners.into_iter().enumerate() {
-            let addr = listener.local_addr().map_err(|source| Error::Bind {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
-            let listener_config = config.listeners.get(index).cloned().unwrap_or_default();
-            let transport = Transport::load(&listener_config).map_err(|source| Error::Tls {
-                addr: listener_config.bind,
-                source,
-            })?;
+        for (listener, (addr, transport)) in listeners.into_iter().zip(transports) {
             if let Some(tls) = &transport.tls {
                 reloader.tls.push((addr, tls.clone()));
             }
-            info!(%addr, kind = ?listener_config.kind, "listening");
+            info!(listener = %transport.name, "listening");
             local_addrs.push(addr);
             let accept = accept_loop(
                 listener,
                 Arc::new(transport),
                 broker.clone(),
                 connections.clone(),
-                shutdown.clone(),
+                (shutdown.clone(), hard_stop.clone()),
                 tasks.clone(),
             );
             tasks.spawn(accept);
@@ -160,6 +183,8 @@ impl Server {
             broker,
             local_addrs,
             shutdown,
+            hard_stop,
+            shutdown_timeout: config.server.shutdown_timeout,
             tasks,
             reloader,
         })
@@ -183,16 +208,67 @@ impl Server {
         &self.broker
     }
 
-    /// Stops accepting, tells every client (v5 DISCONNECT 0x8B), waits for
-    /// every connection to finish, then flushes and fsyncs storage.
+    /// Stops accepting, tells every client (v5 DISCONNECT 0x8B), waits for every
+    /// connection to finish — dropping those still running after
+    /// `shutdown_timeout` (clients that do not read) — then flushes and fsyncs
+    /// storage. Each phase is logged.
     pub async fn shutdown(self) {
+        let started = Instant::now();
+        let connected = self
+            .broker
+            .metrics()
+            .connections_current
+            .load(Ordering::Relaxed);
+        info!(
+            clients = connected,
+            "shutdown: stopped accepting, disconnecting clients"
+        );
         self.shutdown.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
-        if let Err(error) = self.broker.storage().sync() {
-            error!(%error, "could not sync storage at shutdown");
+        if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            let remaining = self
+                .broker
+                .metrics()
+                .connections_current
+                .load(Ordering::Relaxed);
+            warn!(
+                clients = remaining,
+                timeout = ?self.shutdown_timeout,
+                "shutdown: dropping clients that did not read their DISCONNECT in time"
+            );
+            self.hard_stop.cancel();
+            self.tasks.wait().await;
+        }
+        info!(elapsed = ?started.elapsed(), "shutdown: clients disconnected");
+        match self.broker.storage().sync() {
+            Ok(()) => info!(elapsed = ?started.elapsed(), "shutdown: storage flushed"),
+            Err(error) => error!(%error, "shutdown: could not sync storage"),
         }
     }
+}
+
+/// Each listener's address and transport (TLS files read here), in order.
+fn load_transports(
+    config: &Config,
+    listeners: &[TcpListener],
+) -> Result<Vec<(SocketAddr, Transport)>, Error> {
+    let mut transports = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.iter().enumerate() {
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        let listener_config = config.listeners.get(index).cloned().unwrap_or_default();
+        let transport = Transport::load(&listener_config, addr).map_err(|source| Error::Tls {
+            addr: listener_config.bind,
+            source,
+        })?;
+        transports.push((addr, transport));
+    }
+    Ok(transports)
 }
 
 async fn accept_loop(
@@ -200,7 +276,7 @@ async fn accept_loop(
     transport: Arc<Transport>,
     broker: Arc<Broker>,
     connections: Arc<Semaphore>,
-    shutdown: CancellationToken,
+    (shutdown, hard_stop): (CancellationToken, CancellationToken),
     tasks: TaskTracker,
 ) {
     let mut backoff = Duration::from_millis(5);
@@ -221,16 +297,21 @@ async fn accept_loop(
         };
         backoff = Duration::from_millis(5);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            debug!(%peer, "connection limit reached; closing");
+            connection_log::refused_busy(&broker, peer, &transport.name);
             drop(stream);
             continue;
         };
         configure(&stream);
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let hard_stop = hard_stop.clone();
         let transport = transport.clone();
         tasks.spawn(async move {
-            transport.serve(stream, peer, broker, shutdown).await;
+            tokio::select! {
+                () = transport.serve(stream, peer, broker, shutdown) => {}
+                // Past the shutdown timeout: drop the connection mid-write.
+                () = hard_stop.cancelled() => {}
+            }
             drop(permit);
         });
     }
@@ -248,13 +329,14 @@ async fn tick_loop(
 ) {
     let mut interval = tokio::time::interval(TICK);
     let mut next_sys = Instant::now();
+    let mut sys = SysState::new(Instant::now());
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 let now = Instant::now();
                 broker.on_tick(now);
                 if let Some(every) = sys_interval.filter(|_| now >= next_sys) {
-                    broker.publish_sys();
+                    broker.publish_sys(&mut sys, now);
                     next_sys = now + every;
                 }
             }

@@ -126,16 +126,18 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 
 /// Reads the password and ACL files named in `config`.
 pub(super) fn load_authenticator(config: &AuthConfig) -> Result<Authenticator, Error> {
-    let auth_error = |path: &PathBuf| {
+    let auth_error = |key: &'static str, path: &PathBuf| {
         let path = path.clone();
-        move |source| Error::Auth { path, source }
+        move |source| Error::Auth { key, path, source }
     };
     let passwords = match &config.password_file {
-        Some(path) => Some(PasswordFile::load(path).map_err(auth_error(path))?),
+        Some(path) => {
+            Some(PasswordFile::load(path).map_err(auth_error("auth.password_file", path))?)
+        }
         None => None,
     };
     let acl = match &config.acl_file {
-        Some(path) => Some(AclFile::load(path).map_err(auth_error(path))?),
+        Some(path) => Some(AclFile::load(path).map_err(auth_error("auth.acl_file", path))?),
         None => None,
     };
     Ok(Authenticator::new(

@@ -9,7 +9,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -19,6 +22,7 @@ use super::ws;
 use crate::broker::Broker;
 use crate::config::ListenerConfig;
 use crate::connection;
+use crate::metrics::Metrics;
 use crate::session::Peer;
 
 /// The layers between the socket and MQTT for one listener.
@@ -30,11 +34,13 @@ pub(super) struct Transport {
     websocket_path: Option<String>,
     /// `identity_as_username`.
     is_name_username: bool,
+    /// How log lines name this listener: `tcp 127.0.0.1:1883`.
+    pub(super) name: Arc<str>,
 }
 
 impl Transport {
     /// Builds the transport of `config`, reading its TLS files.
-    pub(super) fn load(config: &ListenerConfig) -> Result<Transport, tls::Error> {
+    pub(super) fn load(config: &ListenerConfig, addr: SocketAddr) -> Result<Transport, tls::Error> {
         let tls = match config.kind.is_tls() {
             true => Some(Arc::new(TlsListener::load(config)?)),
             false => None,
@@ -43,7 +49,17 @@ impl Transport {
             tls,
             websocket_path: config.kind.is_websocket().then(|| config.path.clone()),
             is_name_username: config.identity_as_username,
+            name: format!("{} {addr}", config.kind.name()).into(),
         })
+    }
+
+    /// What the transport knows of a client before any handshake.
+    fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer {
+            addr: Some(addr),
+            listener: self.name.clone(),
+            ..Peer::default()
+        }
     }
 
     /// Runs the handshakes, then the MQTT connection, to the end.
@@ -56,25 +72,31 @@ impl Transport {
     ) {
         // Each transport's future is boxed, so a plain TCP connection's task is only
         // as large as the MQTT connection itself, not the largest (WSS) stack.
+        let stream = Counted {
+            stream,
+            broker: broker.clone(),
+        };
         let Some(tls) = &self.tls else {
             if self.websocket_path.is_none() {
-                return connection::run_with(stream, Peer::default(), broker, shutdown).await;
+                return connection::run_with(stream, self.peer(addr), broker, shutdown).await;
             }
-            let websocket = self.serve_mqtt(stream, addr, Peer::default(), broker, shutdown);
+            let websocket = self.serve_mqtt(stream, addr, self.peer(addr), broker, shutdown);
             return Box::pin(websocket).await;
         };
         Box::pin(self.serve_tls(tls, stream, addr, broker, shutdown)).await;
     }
 
     /// Runs the TLS handshake, then serves MQTT (over WebSocket for `wss`).
-    async fn serve_tls(
+    async fn serve_tls<S>(
         &self,
         tls: &TlsListener,
-        stream: TcpStream,
+        stream: S,
         addr: SocketAddr,
         broker: Arc<Broker>,
         shutdown: CancellationToken,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let Some(accepted) = handshake(tls.accept(stream), &broker, &shutdown).await else {
             debug!(%addr, "TLS handshake timed out");
             return;
@@ -89,6 +111,7 @@ impl Transport {
         let peer = Peer {
             certificate_name,
             is_name_username: self.is_name_username,
+            ..self.peer(addr)
         };
         self.serve_mqtt(stream, addr, peer, broker, shutdown).await;
     }
@@ -114,6 +137,49 @@ impl Transport {
             Some(Err(error)) => info!(%addr, %error, "WebSocket upgrade failed"),
             None => debug!(%addr, "WebSocket upgrade timed out"),
         }
+    }
+}
+
+/// The client's socket, counting bytes in and out for `$SYS/broker/bytes/…`: one
+/// relaxed add per read or write call, which the connection already batches.
+struct Counted<S> {
+    stream: S,
+    broker: Arc<Broker>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        Metrics::add(&self.broker.metrics().bytes_received, read as u64);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &polled {
+            Metrics::add(&self.broker.metrics().bytes_sent, *written as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -143,7 +209,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
-        let transport = Transport::load(&ListenerConfig::default()).unwrap();
+        let transport = Transport::load(&ListenerConfig::default(), addr).unwrap();
         let broker = Arc::new(Broker::new(
             Limits::default(),
             SessionConfig::default(),

@@ -17,6 +17,8 @@
 //! The authenticator is read from the broker at each check, so a reload applies to
 //! connected clients from their next packet on.
 
+use std::time::Instant;
+
 use super::{Negotiated, Session};
 use crate::auth::{Action, Authenticator, ClientIdentity, Denied};
 use crate::broker::Broker;
@@ -30,6 +32,10 @@ pub struct Peer {
     /// The listener's `identity_as_username`: the certificate name replaces the
     /// CONNECT username, and no password is checked.
     pub is_name_username: bool,
+    /// The client's address, for log lines.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The listener it came in on (`tcp 127.0.0.1:1883`), for log lines.
+    pub listener: std::sync::Arc<str>,
 }
 
 /// Decides whether an otherwise acceptable CONNECT may proceed, and settles the
@@ -76,11 +82,24 @@ pub fn identity(negotiated: &Negotiated) -> ClientIdentity {
 
 impl Session {
     /// Whether the broker's current ACL lets this client do `action` on `topic` (a
-    /// topic name, or a filter without its `$share/<group>/` prefix).
-    pub(super) fn is_allowed(&self, broker: &Broker, action: Action, topic: &str) -> bool {
+    /// topic name, or a filter without its `$share/<group>/` prefix). A denied
+    /// publish or subscribe is the operator's business and logged (rate-limited); a
+    /// delivery held back by a `deny` rule is the ACL working as written.
+    pub(super) fn is_allowed(
+        &mut self,
+        broker: &Broker,
+        action: Action,
+        topic: &str,
+        now: Instant,
+    ) -> bool {
         let is_allowed = broker.authorize(&self.identity, action, topic);
         if !is_allowed {
-            tracing::debug!(client_id = %self.client_id, ?action, topic, "denied by the ACL");
+            match action {
+                Action::Receive => {
+                    tracing::debug!(client_id = %self.client_id, topic, "delivery denied by the ACL")
+                }
+                _ => self.denials.deny(&self.client_id, action, topic, now),
+            }
         }
         is_allowed
     }
@@ -149,6 +168,7 @@ mod tests {
         let peer = Peer {
             certificate_name: Some("device-1".to_string()),
             is_name_username: true,
+            ..Peer::default()
         };
         let connect = connect(Some("alice"), Some("wrong"), None);
         assert_eq!(run(&connect, &peer), Ok(Some("device-1".to_string())));
@@ -159,6 +179,7 @@ mod tests {
         let peer = Peer {
             certificate_name: None,
             is_name_username: true,
+            ..Peer::default()
         };
         let connect = connect(None, None, None);
         assert_eq!(run(&connect, &peer), Err(ReasonCode::NOT_AUTHORIZED));

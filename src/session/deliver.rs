@@ -115,7 +115,12 @@ impl Session {
         }
         // A `deny` rule may carve topics out of an allowed subscription, and the ACL
         // may have been reloaded since the client subscribed.
-        if !self.is_allowed(broker, Action::Receive, delivery.message.topic.as_str()) {
+        if !self.is_allowed(
+            broker,
+            Action::Receive,
+            delivery.message.topic.as_str(),
+            now,
+        ) {
             return self.finish(&delivery, broker);
         }
         if delivery.qos == QoS::AtMostOnce {

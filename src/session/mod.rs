@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::auth::ClientIdentity;
 use crate::broker::registry::{ClientSlot, Departure, PendingWill};
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName,
 };
@@ -87,6 +88,12 @@ pub struct Session {
     replayed_seqs: HashSet<u64>,
     /// PUBLISH packets sent since the connection last collected the count.
     sent_count: u64,
+    /// Packets received since the connection last collected the counts.
+    received_packets: u64,
+    /// The reason code of the client's DISCONNECT, once it sent one.
+    disconnect_reason: Option<ReasonCode>,
+    /// ACL denials, logged at a limited rate.
+    denials: crate::connection_log::Denials,
 }
 
 impl Session {
@@ -113,6 +120,9 @@ impl Session {
             outbound: Outbound::new(negotiated.client_receive_maximum),
             replayed_seqs: HashSet::new(),
             sent_count: 0,
+            received_packets: 0,
+            disconnect_reason: None,
+            denials: Default::default(),
         }
     }
 
@@ -125,6 +135,23 @@ impl Session {
     /// broker's counter once per turn instead of once per message.
     pub fn take_sent_count(&mut self) -> u64 {
         std::mem::take(&mut self.sent_count)
+    }
+
+    /// Adds this turn's packet counts (received here, sent through `out`) to the
+    /// broker's counters: once per turn, not once per packet.
+    pub fn report_counts(&mut self, metrics: &Metrics, out: &mut Outbox) {
+        let (sent, publish_bytes) = out.take_counts();
+        Metrics::add(&metrics.packets_sent, sent);
+        Metrics::add(&metrics.publish_bytes_sent, publish_bytes);
+        Metrics::add(
+            &metrics.packets_received,
+            std::mem::take(&mut self.received_packets),
+        );
+    }
+
+    /// The reason code of the client's DISCONNECT (0x00 for 3.x), once it sent one.
+    pub fn disconnect_reason(&self) -> Option<ReasonCode> {
+        self.disconnect_reason
     }
 
     /// The protocol version the client connected with.
@@ -147,6 +174,7 @@ impl Session {
         out: &mut Outbox,
     ) -> Result<Flow, Error> {
         self.last_packet_at = now;
+        self.received_packets += 1;
         match packet {
             Packet::Publish(publish) => self.on_publish(publish, broker, now, out)?,
             Packet::PubAck(ack) => self.on_puback(ack, broker, now, out)?,
@@ -187,6 +215,7 @@ impl Session {
             }
             self.session_expiry = SessionExpiry::from_interval(seconds, None);
         }
+        self.disconnect_reason = Some(disconnect.reason);
         // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; v5 0x04 asks for it.
         Ok(Flow::Disconnect {
             publish_will: disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL,

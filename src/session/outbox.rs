@@ -11,6 +11,9 @@ pub struct Outbox {
     buffer: BytesMut,
     version: ProtocolVersion,
     max_packet_size: usize,
+    /// Packets and PUBLISH payload bytes encoded since [`Outbox::take_counts`].
+    packets: u64,
+    publish_bytes: u64,
 }
 
 impl Outbox {
@@ -20,6 +23,8 @@ impl Outbox {
             buffer: BytesMut::new(),
             version,
             max_packet_size: usize::MAX,
+            packets: 0,
+            publish_bytes: 0,
         }
     }
 
@@ -42,7 +47,19 @@ impl Outbox {
             self.buffer.truncate(start);
             return false;
         }
+        self.packets += 1;
+        if let Packet::Publish(publish) = packet {
+            self.publish_bytes += publish.payload.len() as u64;
+        }
         true
+    }
+
+    /// Packets and PUBLISH payload bytes encoded since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.packets),
+            std::mem::take(&mut self.publish_bytes),
+        )
     }
 
     /// The bytes to write.

@@ -85,7 +85,7 @@ impl Session {
             qos: publish.qos,
             retain: publish.retain,
         });
-        let reason = if !self.is_allowed(broker, Action::Publish, message.topic.as_str()) {
+        let reason = if !self.is_allowed(broker, Action::Publish, message.topic.as_str(), now) {
             // Denied: v5 says so; 3.x has no way to, so the message is dropped but
             // acknowledged as usual (mosquitto's habit).
             if self.version.is_v5() {

@@ -45,7 +45,12 @@ impl Session {
                 return Err(protocol::Error::Protocol("no local on a shared subscription").into());
             }
             // The ACL sees the filter without its `$share/<group>/` prefix.
-            if !self.is_allowed(broker, Action::Subscribe, filter.topic_filter().as_str()) {
+            if !self.is_allowed(
+                broker,
+                Action::Subscribe,
+                filter.topic_filter().as_str(),
+                now,
+            ) {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }

@@ -68,12 +68,23 @@ impl std::fmt::Debug for FjallStore {
 impl FjallStore {
     /// Opens or creates the database in `dir`; `is_fsync` starts group commit.
     pub fn open(dir: &Path, is_fsync: bool) -> Result<FjallStore, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| Error::Io(format!("cannot create {}: {error}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let db = Database::builder(dir)
             .cache_size(CACHE_SIZE)
             .open()
-            .map_err(|error| Error::Io(format!("cannot open {}: {error}", dir.display())))?;
+            .map_err(|error| match error {
+                fjall::Error::Locked => Error::InUse {
+                    dir: dir.to_path_buf(),
+                },
+                fjall::Error::Io(source) => Error::DataDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                },
+                other => Error::Io(format!("cannot open {}: {other}", dir.display())),
+            })?;
         let keyspace = |name: &str| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_SIZE)

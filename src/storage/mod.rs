@@ -46,6 +46,23 @@ pub enum Error {
         /// The version byte found.
         found: u8,
     },
+    /// Another process (a second rookery) holds the data directory's lock.
+    #[error(
+        "data directory {} is in use by another rookery process",
+        crate::config::shown(dir)
+    )]
+    InUse {
+        /// The data directory, as configured.
+        dir: PathBuf,
+    },
+    /// The data directory could not be created or opened.
+    #[error("{}", data_dir_error(dir, source))]
+    DataDir {
+        /// The data directory, as configured.
+        dir: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// The data dir was written by a newer release; it is left untouched.
     #[error("{dir}: written by a newer rookery (data format {found}, this release reads up to {}); upgrade, or point storage.dir elsewhere", record::FORMAT)]
     NewerDataDir {
@@ -54,6 +71,20 @@ pub enum Error {
         /// Its format version.
         found: u8,
     },
+}
+
+/// "permission denied writing /x" reads better than "cannot open /x: permission denied".
+fn data_dir_error(dir: &std::path::Path, source: &std::io::Error) -> String {
+    let dir = crate::config::shown(dir);
+    match source.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied writing data directory {dir}")
+        }
+        _ => format!(
+            "cannot open data directory {dir}: {}",
+            crate::config::in_words(source)
+        ),
+    }
 }
 
 /// An application message as the broker routes it: shared by every subscriber it
