@@ -1,0 +1,95 @@
+//! Leaving: the session is let go first (a successor may be waiting for it), the
+//! will is published, and only then is the client told goodbye, within bounded
+//! time, with a lingering close so the goodbye is not lost to a reset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::{Connection, Ending, FAREWELL_TIMEOUT, LINGER, MIN_READ, SHUTDOWN_LINGER};
+use crate::broker::registry::{Departure, Detached};
+use crate::connection_log;
+use crate::protocol::{self, ReasonCode};
+use crate::session::Session;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Lets go of the session first (a successor may be waiting for it), then says
+    /// goodbye to the client within bounded time.
+    pub(super) async fn finish(
+        &mut self,
+        mut session: Session,
+        connection_id: u64,
+        ending: Ending,
+    ) {
+        let ended = ending.ended(&session);
+        connection_log::disconnected(&self.broker, &self.peer, session.client_id(), &ended);
+        let now = Instant::now();
+        let (departure, will) = match &ending {
+            Ending::TakenOver => session.hand_over(now),
+            Ending::Lost | Ending::Violation(_) => session.depart(true, now),
+            Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
+            Ending::Shutdown => session.depart(false, now),
+        };
+        let client_id = session.client_id().clone();
+        let is_ended = matches!(departure, Departure::End);
+        let detached = self.broker.detach(&client_id, connection_id, departure);
+        if detached == Detached::Own && is_ended {
+            if let Err(error) = self.broker.end_session(&client_id) {
+                tracing::error!(%error, "could not delete the ended session");
+            }
+        }
+        if let Some(will) = will {
+            self.publish_will(&client_id, will);
+        }
+        let linger = match ending {
+            Ending::Lost => Duration::ZERO,
+            Ending::Disconnected { .. } => LINGER,
+            Ending::TakenOver => {
+                session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
+                LINGER
+            }
+            Ending::Violation(error) => {
+                debug!(%error, "closing the connection");
+                session.send_error(&error, &mut self.out);
+                LINGER
+            }
+            Ending::Shutdown => {
+                session.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, &mut self.out);
+                SHUTDOWN_LINGER
+            }
+        };
+        self.close(linger).await;
+    }
+
+    /// Writes what is left, shuts our side, then reads and discards for up to
+    /// `linger` until the client closes too: closing a socket with unread input
+    /// resets it, and the reset can overtake our DISCONNECT, so the client would
+    /// never learn its reason code (a lingering close, as HTTP servers do).
+    pub(super) async fn close(&mut self, linger: Duration) {
+        let farewell = async {
+            self.flush().await?;
+            self.stream.shutdown().await
+        };
+        if !matches!(timeout(FAREWELL_TIMEOUT, farewell).await, Ok(Ok(()))) || linger.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + linger;
+        loop {
+            self.read_buf.clear();
+            self.read_buf.reserve(MIN_READ * 8);
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf));
+            if !matches!(read.await, Ok(Ok(1..))) {
+                return;
+            }
+        }
+    }
+
+    fn publish_will(&self, client_id: &protocol::ClientId, will: Arc<crate::storage::Message>) {
+        if let Err(error) = self.broker.publish(client_id, will) {
+            tracing::error!(%error, "could not store the will message");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The handshake: reading and checking CONNECT, refusing it with the right
+//! CONNACK, and attaching the connection to its session — taking it over from a
+//! connection that still holds it.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::{Connection, LINGER, TAKEOVER_TIMEOUT};
+use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
+use crate::broker::Prior;
+use crate::connection_log;
+use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
+use crate::session::{access, connect, Negotiated};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Reads and checks CONNECT, refusing it with the right CONNACK when it fails.
+    /// The decoded packet is dropped here: nothing of it outlives the handshake.
+    pub(super) async fn accept_connect(&mut self) -> Option<Negotiated> {
+        let connect_timeout = self.broker.limits().connect_timeout;
+        let connect = match timeout(connect_timeout, self.read_connect()).await {
+            Ok(Ok(Some(connect))) => connect,
+            Ok(Ok(None)) => return None,
+            Ok(Err(error)) => {
+                debug!(%error, "refused before CONNECT");
+                // [MQTT-3.1.2-2] an unsupported version gets CONNACK 0x01 (3.1.1) or
+                // 0x84 (5.0), then close. A level above 5 is a newer client, which
+                // reads the v5 CONNACK; anything older gets the 3.1.1 one. Bit 7 is
+                // mosquitto's bridge flag (0x84 = a 3.1.1 bridge), not the version.
+                if let protocol::Error::UnsupportedProtocolVersion { level } = error {
+                    let code = ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
+                    connection_log::refused(&self.broker, &self.peer, None, code);
+                    let version = match level & 0x7F {
+                        0..=4 => ProtocolVersion::V3_1_1,
+                        _ => ProtocolVersion::V5,
+                    };
+                    self.refuse(version, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+                        .await;
+                }
+                return None;
+            }
+            Err(_) => {
+                debug!("no CONNECT within the connect timeout");
+                return None;
+            }
+        };
+        self.out.set_version(connect.version);
+        let negotiated = match connect::negotiate(
+            &connect,
+            self.broker.limits(),
+            self.broker.session_config(),
+        ) {
+            Ok(negotiated) => negotiated,
+            Err(reason) => {
+                connection_log::refused(&self.broker, &self.peer, Some(&connect), reason);
+                self.refuse(connect.version, reason).await;
+                return None;
+            }
+        };
+        let authenticator = self.broker.authenticator();
+        let negotiated = match access::admit(&connect, negotiated, &self.peer, &authenticator) {
+            Ok(negotiated) => negotiated,
+            Err(reason) => {
+                connection_log::refused(&self.broker, &self.peer, Some(&connect), reason);
+                self.refuse(connect.version, reason).await;
+                return None;
+            }
+        };
+        if let Some(max) = negotiated.client_max_packet_size {
+            self.out
+                .set_max_packet_size(usize::try_from(max).unwrap_or(usize::MAX));
+            // [MQTT-3.1.2-24] nothing above the client's Maximum Packet Size, not even
+            // CONNACK; and without a CONNACK the client is not served ([MQTT-3.2.0-1]).
+            let connack = connect::connack(&negotiated, true, self.broker.limits());
+            if !self.out.send(&Packet::ConnAck(connack)) {
+                debug!(client_id = %negotiated.client_id, max, "CONNACK exceeds the client's Maximum Packet Size; closing");
+                return None;
+            }
+            self.out.buffer().clear();
+        }
+        Some(negotiated)
+    }
+
+    /// Reads until a whole CONNECT has arrived. `Ok(None)`: the peer left first.
+    async fn read_connect(&mut self) -> Result<Option<Box<protocol::Connect>>, protocol::Error> {
+        let max = self.broker.limits().max_packet_size as usize;
+        loop {
+            // [MQTT-3.1.0-1] the first packet must be CONNECT: judged by its first
+            // byte, not after waiting for whatever length a stray packet claims.
+            if self.read_buf.first().is_some_and(|&first| first >> 4 != 1) {
+                return Err(protocol::Error::Protocol("first packet is not CONNECT"));
+            }
+            match decode(&mut self.read_buf, ProtocolVersion::V3_1_1, max)? {
+                Some(Packet::Connect(connect)) => return Ok(Some(connect)),
+                // [MQTT-3.1.0-1] the first packet must be CONNECT.
+                Some(_) => return Err(protocol::Error::Protocol("first packet is not CONNECT")),
+                None => {}
+            }
+            self.read_buf.reserve(self.read_size);
+            match self.stream.read_buf(&mut self.read_buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub(super) async fn refuse(&mut self, version: ProtocolVersion, code: ReasonCode) {
+        self.out.set_version(version);
+        self.out.send(&Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Default::default(),
+        }));
+        self.close(LINGER).await;
+    }
+
+    /// Points the session at this connection. A connection that held it is told to
+    /// let go and this one waits for what it leaves behind, so that whatever the
+    /// client sent on the old connection takes effect first (a DISCONNECT that
+    /// ended the session, a last PUBLISH). Returns the slot and whether a session
+    /// is present.
+    pub(super) async fn attach(
+        &mut self,
+        negotiated: &Negotiated,
+        link: Link,
+    ) -> (Arc<ClientSlot>, bool) {
+        let client_id = &negotiated.client_id;
+        let (slot, previous) = self.broker.registry().attach(client_id, link);
+        let prior = match previous {
+            Previous::Nothing => Prior::Nothing,
+            Previous::Offline { will } => Prior::Session { will },
+            Previous::Online {
+                link: old,
+                departed,
+            } => {
+                // A closed mailbox means the old connection is already leaving; its
+                // departure comes all the same.
+                let _ = old.mailbox.send_control(Control::TakeOver);
+                match timeout(TAKEOVER_TIMEOUT, departed).await {
+                    Ok(Ok(Departure::End)) => Prior::Ended,
+                    Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },
+                    Ok(Err(_)) | Err(_) => {
+                        tracing::warn!(
+                            "the previous connection did not let go of the session in time"
+                        );
+                        match old.is_persistent {
+                            true => Prior::Session { will: None },
+                            false => Prior::Ended,
+                        }
+                    }
+                }
+            }
+        };
+        let is_present = self
+            .broker
+            .settle_session(client_id, negotiated.clean_start, prior);
+        (slot, is_present)
+    }
+}
