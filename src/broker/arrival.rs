@@ -1,5 +1,5 @@
-//! Arrival order across connections: a PUBLISH is routed only after every other
-//! connection whose input arrived before it has handled that input, so a
+//! Arrival order across connections: a PUBLISH is routed only after the other
+//! connections whose input arrived before it have handled that input, so a
 //! SUBSCRIBE that reached the broker first takes effect first.
 //!
 //! The spec orders only each connection's own packets ([MQTT-4.6.0-5]), and a
@@ -11,11 +11,16 @@
 //! The order is taken from the reactor: a connection draws a ticket when its
 //! socket wakes it (in the order the kernel reported readiness), and gives the
 //! ticket back once a read finds nothing more to handle. A connection about to
-//! route a PUBLISH waits, for a bounded time, while a smaller ticket is out. Nothing else waits on tickets, and a connection that reads without having
-//! been woken simply takes its place at the end.
+//! route a PUBLISH waits, for a bounded time, while a smaller ticket is out.
+//!
+//! Only input that can change where a PUBLISH goes needs ordering. A connection
+//! that has sent nothing but PUBLISH, acknowledgements and PINGREQ for a while (a
+//! steady publisher or subscriber: [`Place::set_ordered`]) draws no tickets, so
+//! under load, where every connection is such a stream, publishers do not wait
+//! on each other and the fast path is one atomic load.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 use std::time::Duration;
@@ -28,39 +33,69 @@ use tokio::sync::Notify;
 /// to stall everyone else.
 pub const MAX_GIVE_WAY: Duration = Duration::from_millis(5);
 
+/// How often a waiting PUBLISH yields its worker before it sleeps: usually the
+/// earlier connection is runnable and settles within a few task switches.
+const YIELDS_BEFORE_SLEEP: usize = 4;
+
 /// The tickets of every connection that was woken and has not yet handled what
 /// woke it. One per broker.
 #[derive(Debug, Default)]
 pub struct Arrivals {
     next: AtomicU64,
+    /// How many tickets are out: read without the lock on every PUBLISH.
+    outstanding: AtomicUsize,
     pending: Mutex<BTreeSet<u64>>,
-    /// Woken when a ticket is given back while someone waits (`waiting` > 0).
+    /// Woken when a ticket is given back while someone sleeps (`sleeping` > 0).
     settled: Notify,
-    waiting: AtomicU64,
+    sleeping: AtomicUsize,
 }
 
 impl Arrivals {
     fn draw(&self) -> u64 {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.pending.lock().insert(ticket);
+        self.outstanding.fetch_add(1, Ordering::Release);
         ticket
     }
 
     fn give_back(&self, ticket: u64) {
-        self.pending.lock().remove(&ticket);
-        if self.waiting.load(Ordering::Acquire) > 0 {
+        if self.pending.lock().remove(&ticket) {
+            self.outstanding.fetch_sub(1, Ordering::Release);
+        }
+        if self.sleeping.load(Ordering::Acquire) > 0 {
             self.settled.notify_waiters();
         }
     }
 
+    /// Whether a connection woken before `ticket` (0: now) still has input to handle.
+    pub fn has_earlier(&self, ticket: u64) -> bool {
+        if self.outstanding.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let ticket = match ticket {
+            0 => u64::MAX,
+            ticket => ticket,
+        };
+        self.pending
+            .lock()
+            .first()
+            .is_some_and(|&earliest| earliest < ticket)
+    }
+
     /// Waits, for at most [`MAX_GIVE_WAY`], until no connection woken before
-    /// `ticket` (0: now) has input left to handle. Sleeps rather than spins, so an
-    /// earlier connection sharing this core gets it. Cancel-safe.
+    /// `ticket` (0: now) has input left to handle: a few yields first, then a sleep,
+    /// so that an earlier connection sharing this core gets it. Cancel-safe.
     pub async fn wait_for_earlier(&self, ticket: u64) {
+        for _ in 0..YIELDS_BEFORE_SLEEP {
+            if !self.has_earlier(ticket) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
         if !self.has_earlier(ticket) {
             return;
         }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.sleeping.fetch_add(1, Ordering::AcqRel);
         let _ = tokio::time::timeout(MAX_GIVE_WAY, async {
             loop {
                 let settled = self.settled.notified();
@@ -71,24 +106,13 @@ impl Arrivals {
             }
         })
         .await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Whether a connection woken before `ticket` (0: now) still has input to handle.
-    pub fn has_earlier(&self, ticket: u64) -> bool {
-        let ticket = match ticket {
-            0 => u64::MAX,
-            ticket => ticket,
-        };
-        self.pending
-            .lock()
-            .first()
-            .is_some_and(|&earliest| earliest < ticket)
+        self.sleeping.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// One connection's place in the arrival order: the waker its socket reads are
-/// polled with. Waking it draws a ticket, then wakes the task as usual.
+/// polled with. Waking it draws a ticket (while the connection is ordered), then
+/// wakes the task as usual.
 #[derive(Debug)]
 pub struct Place {
     arrivals: Arc<Arrivals>,
@@ -96,16 +120,19 @@ pub struct Place {
     /// Wake-ups so far: input that arrives while a read is being polled must keep
     /// the ticket that read would otherwise give back.
     wakes: AtomicU64,
+    is_ordered: AtomicBool,
     task: Mutex<Option<Waker>>,
 }
 
 impl Place {
-    /// A place in `arrivals`, and the waker to poll socket reads with.
+    /// A place in `arrivals`, and the waker to poll socket reads with. A new
+    /// connection is ordered: its first SUBSCRIBE must not be overtaken.
     pub fn new(arrivals: Arc<Arrivals>) -> (Arc<Place>, Waker) {
         let place = Arc::new(Place {
             arrivals,
             ticket: AtomicU64::new(0),
             wakes: AtomicU64::new(0),
+            is_ordered: AtomicBool::new(true),
             task: Mutex::new(None),
         });
         let waker = Waker::from(place.clone());
@@ -121,6 +148,15 @@ impl Place {
             .is_some_and(|current| current.will_wake(task))
         {
             *current = Some(task.clone());
+        }
+    }
+
+    /// Whether this connection's input is ordered against others' PUBLISH. The
+    /// connection turns it off after a run of packets that cannot change routing,
+    /// and on again at the first one that can.
+    pub fn set_ordered(&self, is_ordered: bool) {
+        if self.is_ordered.swap(is_ordered, Ordering::AcqRel) && !is_ordered {
+            self.leave();
         }
     }
 
@@ -164,7 +200,7 @@ impl Wake for Place {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.wakes.fetch_add(1, Ordering::AcqRel);
-        if self.ticket.load(Ordering::Acquire) == 0 {
+        if self.is_ordered.load(Ordering::Acquire) && self.ticket.load(Ordering::Acquire) == 0 {
             let ticket = self.arrivals.draw();
             if self
                 .ticket
@@ -223,6 +259,23 @@ mod tests {
         assert!(!arrivals.has_earlier(0));
     }
 
+    #[test]
+    fn a_steady_stream_draws_no_tickets() {
+        let arrivals = Arc::new(Arrivals::default());
+        let (place, waker) = Place::new(arrivals.clone());
+        waker.wake_by_ref();
+        place.set_ordered(false);
+        assert!(
+            !arrivals.has_earlier(0),
+            "turning ordering off gives the ticket back"
+        );
+        waker.wake_by_ref();
+        assert_eq!(place.ticket(), 0);
+        place.set_ordered(true);
+        waker.wake_by_ref();
+        assert_ne!(place.ticket(), 0);
+    }
+
     #[tokio::test]
     async fn a_waiting_publisher_is_released_when_the_earlier_connection_settles() {
         let arrivals = Arc::new(Arrivals::default());
@@ -231,7 +284,9 @@ mod tests {
         first_waker.wake_by_ref();
         second_waker.wake_by_ref();
         let waiter = tokio::spawn(async move { second.wait_for_earlier().await });
-        tokio::task::yield_now().await;
+        for _ in 0..2 * YIELDS_BEFORE_SLEEP {
+            tokio::task::yield_now().await;
+        }
         assert!(!waiter.is_finished());
         first.settle(first.wakes());
         tokio::time::timeout(Duration::from_millis(500), waiter)
