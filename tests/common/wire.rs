@@ -288,6 +288,13 @@ impl Wire {
         .ok()
     }
 
+    /// Asserts that nothing arrives, and the connection stays open, for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(packet) = self.recv_within(wait).await {
+            panic!("{:?}: expected nothing, got {packet:?}", self.transport);
+        }
+    }
+
     /// The next packet, which must come.
     pub async fn expect(&mut self) -> Packet {
         let transport = self.transport;
