@@ -1,7 +1,7 @@
 //! Mutual TLS end to end: a development CA, a broker whose `tls` listener requires
 //! client certificates, and a client that presents one.
 //!
-//! `cargo run --example tls` (for files to keep, see `cargo run --example gen-certs`).
+//! `cargo run --example tls` (for files to keep, see `rookery gen-certs DIR`).
 
 use std::time::Duration;
 

@@ -70,6 +70,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The server process itself.
     pub server: ServerConfig,
+    /// The optional HTTP listener: Prometheus metrics and health.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             server: ServerConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -341,6 +344,19 @@ pub struct MqttConfig {
     /// the message was accepted either way, and clients that treat any non-zero
     /// reason code as a failure would otherwise report an error.
     pub no_subscribers_reason: bool,
+}
+
+/// The optional HTTP listener: `GET /metrics` (Prometheus), `GET /health`, and the
+/// admin API under `/api/v1/` when `admin_token` is set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port; unset, there is no HTTP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    /// Bearer token of the admin API (`/api/v1/`); unset, the API is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 /// The server process itself.

@@ -6,15 +6,19 @@
 //! The connection task only reports *that* something happened (one call per event);
 //! what goes into the line is decided here, so the line's shape is in one place.
 //! `[log] connection_messages = false` (mosquitto's `connection_messages`) silences
-//! connect, refuse and disconnect lines; ACL denials are logged regardless.
+//! connect, refuse and disconnect lines; ACL denials are logged regardless. The
+//! same two events keep the broker's [`Directory`](crate::broker::directory::Directory)
+//! of connected clients, which the admin API lists.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::info;
 
 use crate::auth::Action;
+use crate::broker::directory::ClientInfo;
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 use crate::protocol::{self, ClientId, Connect, ProtocolVersion, ReasonCode};
 use crate::session::{self, Negotiated, Peer};
 
@@ -31,6 +35,8 @@ pub enum Ended<'a> {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+    /// An operator disconnected the client through the admin API.
+    Kicked,
 }
 
 impl Ended<'_> {
@@ -48,6 +54,7 @@ impl Ended<'_> {
             Ended::Violation(error) => format!("protocol error: {error}"),
             Ended::TakenOver => "session taken over by a new connection".to_string(),
             Ended::Shutdown => "server shutting down".to_string(),
+            Ended::Kicked => "kicked by an administrator".to_string(),
         }
     }
 
@@ -59,12 +66,23 @@ impl Ended<'_> {
             Ended::Violation(error) => Some(error.reason_code()),
             Ended::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             Ended::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Ended::Kicked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
         }
     }
 }
 
 /// A CONNECT was accepted and CONNACK sent.
 pub fn connected(broker: &Broker, peer: &Peer, negotiated: &Negotiated, session_present: bool) {
+    let info = ClientInfo {
+        peer: peer.addr,
+        listener: peer.listener.clone(),
+        username: negotiated.username.clone(),
+        version: version(negotiated.version),
+        connected_at: SystemTime::now(),
+    };
+    broker
+        .directory()
+        .insert(negotiated.client_id.clone(), info);
     if !broker.is_logging_connections() {
         return;
     }
@@ -85,6 +103,12 @@ pub fn connected(broker: &Broker, peer: &Peer, negotiated: &Negotiated, session_
 /// A CONNECT was refused with CONNACK `code`. `connect` is `None` when the CONNECT
 /// could not be read (an unsupported protocol version).
 pub fn refused(broker: &Broker, peer: &Peer, connect: Option<&Connect>, code: ReasonCode) {
+    let metrics = broker.metrics();
+    match code {
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD => Metrics::add(&metrics.refused_bad_credentials, 1),
+        ReasonCode::NOT_AUTHORIZED => Metrics::add(&metrics.refused_not_authorized, 1),
+        _ => {}
+    }
     if !broker.is_logging_connections() {
         return;
     }
@@ -115,7 +139,8 @@ pub fn refused_busy(broker: &Broker, addr: SocketAddr, listener: &str) {
 }
 
 /// A connection that had been accepted ended.
-pub fn disconnected(broker: &Broker, peer: &Peer, client_id: &ClientId, departure: &Ended) {
+pub fn disconnected(broker: &Broker, peer: &Peer, client_id: &ClientId, ended: &Ended) {
+    broker.directory().remove(client_id, peer.addr);
     if !broker.is_logging_connections() {
         return;
     }
@@ -123,8 +148,8 @@ pub fn disconnected(broker: &Broker, peer: &Peer, client_id: &ClientId, departur
         peer = %Addr(peer.addr),
         listener = %peer.listener,
         client_id = %client_id,
-        reason = departure.reason(),
-        code = %departure.code().map_or_else(String::new, |code| Code(code).to_string()),
+        reason = ended.reason(),
+        code = %ended.code().map_or_else(String::new, |code| Code(code).to_string()),
         "client disconnected"
     );
 }

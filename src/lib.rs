@@ -34,6 +34,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod connection_log;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

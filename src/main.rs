@@ -15,9 +15,26 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What `--help` adds after the options: the knobs that are not flags.
+const AFTER_HELP: &str = "\
+Environment:
+  ROOKERY_LOG                  log filter (tracing EnvFilter); default \"warn,rookery=info\",
+                               e.g. ROOKERY_LOG=debug or ROOKERY_LOG=info,rookery::connection_log=warn
+  ROOKERY_<SECTION>__<KEY>     overrides one configuration key, e.g.
+                               ROOKERY_LIMITS__MAX_INFLIGHT=50, ROOKERY_STORAGE__DIR=/var/lib/rookery,
+                               ROOKERY_LOG__FORMAT=json (the value is read as TOML, else as a string)
+
+Signals:
+  SIGHUP            reload TLS certificates, keys, CA bundle, CRL, password and ACL files;
+                    clients stay connected, a failed reload keeps the old files
+  SIGTERM, SIGINT   shut down: v5 clients get DISCONNECT 0x8B, storage is flushed,
+                    clients that do not read are dropped after [server] shutdown_timeout
+
+Exit status: 0 after a clean shutdown, 1 when the broker cannot start, 2 for a bad command line.";
+
 /// An MQTT 3.1, 3.1.1 and 5.0 broker.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -25,8 +42,9 @@ struct Cli {
     /// defaults: 127.0.0.1:1883, data in ./data.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Listen on this address with plain TCP (repeatable); replaces the file's listeners.
-    #[arg(long = "listen", value_name = "ADDR")]
+    /// Listen with plain TCP on PORT (loopback, as mosquitto 2 does without a
+    /// configuration) or HOST:PORT (repeatable); replaces the file's listeners.
+    #[arg(long = "listen", value_name = "PORT|HOST:PORT", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     /// Data directory; overrides `storage.dir`.
     #[arg(long, value_name = "DIR")]
@@ -40,6 +58,20 @@ struct Cli {
 enum Command {
     /// Add a user to a mosquitto-compatible password file, or change their password.
     Passwd(passwd::Args),
+    /// Write development certificates into DIR: a CA, a server certificate for
+    /// localhost and 127.0.0.1, and client certificates for device-1 and device-2.
+    GenCerts(gen_certs::Args),
+}
+
+/// `1883` → 127.0.0.1:1883; `0.0.0.0:1883`, `[::]:1883`, `localhost:1883` as written.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|error| format!("{text:?} is not PORT or HOST:PORT ({error})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -83,8 +115,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if let Some(Command::Passwd(args)) = &cli.command {
-        return passwd::run(args);
+    match &cli.command {
+        Some(Command::Passwd(args)) => return passwd::run(args),
+        Some(Command::GenCerts(args)) => return gen_certs::run(args),
+        None => {}
     }
     let config = load_config(cli)?;
     if cli.print_config {
@@ -97,10 +131,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))?;
     runtime.block_on(async {
+        let mut signals = Signals::install()?;
         let server = Server::bind(config.clone()).await?;
         log_banner(cli, &config, &server);
-        wait_for_signal(&server).await;
+        systemd::notify("READY=1");
+        signals.wait(&server).await;
         tracing::info!("shutting down");
+        systemd::notify("STOPPING=1");
         server.shutdown().await;
         tracing::info!("stopped");
         anyhow::Ok(())
@@ -121,7 +158,10 @@ fn init_logging(config: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (a pipe whose reader went away) must not stop the broker:
+        // the default reports the failed write with eprintln!, which panics.
+        .log_internal_errors(false);
     match config.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -148,30 +188,174 @@ fn log_banner(cli: &Cli, config: &Config, server: &Server) {
     );
 }
 
-/// Waits for ctrl-c or SIGTERM; reloads certificates and auth files on SIGHUP.
-async fn wait_for_signal(server: &Server) {
-    #[cfg(unix)]
-    {
+/// SIGTERM, SIGINT and SIGHUP, caught from before the listeners open: a signal
+/// sent as soon as the banner (or systemd's READY=1) appears must not find the
+/// default action (exit) still in place.
+#[cfg(unix)]
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut terminate), Ok(mut hangup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return,
-                    _ = terminate.recv() => return,
-                    _ = hangup.recv() => {
-                        tracing::info!("SIGHUP: reloading");
-                        // A failure is logged by the server and keeps the old configuration.
-                        let _ = server.reload();
-                    }
+        let install = |kind| {
+            signal(kind).map_err(|error| anyhow::anyhow!("cannot install signal handlers: {error}"))
+        };
+        Ok(Signals {
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+            hangup: install(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; reloads certificates and auth files on SIGHUP.
+    async fn wait(&mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => return,
+                _ = self.interrupt.recv() => return,
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    systemd::notify("RELOADING=1");
+                    // A failure is logged by the server and keeps the old configuration.
+                    let _ = server.reload();
+                    systemd::notify("READY=1");
                 }
             }
         }
     }
-    let _ = server;
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait(&mut self, _server: &Server) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// systemd's `Type=notify` protocol (sd_notify(3)) without a library: one datagram
+/// to `$NOTIFY_SOCKET`. Outside systemd the variable is unset and nothing is sent.
+mod systemd {
+    pub fn notify(state: &str) {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        if let Err(error) = send(&path, state) {
+            tracing::warn!(%error, "could not notify systemd");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let bytes = path.as_bytes();
+        // A leading '@' names an abstract socket.
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(path)?,
+        };
+        UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send(_path: &std::ffi::OsStr, _state: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `rookery gen-certs DIR`: certificates for trying TLS and mutual TLS
+/// (`config/mtls.toml`). Every key is new on each run; these are for development
+/// only: keep real CA keys off disk.
+mod gen_certs {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::anyhow;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+
+    #[derive(Debug, clap::Args)]
+    pub struct Args {
+        /// Where to write ca.crt/key, server.crt/key, device-1.crt/key and device-2.crt/key.
+        dir: PathBuf,
+    }
+
+    pub fn run(args: &Args) -> anyhow::Result<()> {
+        let out = args.dir.as_path();
+        std::fs::create_dir_all(out)
+            .map_err(|error| anyhow!("cannot create {}: {error}", out.display()))?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name = named("Rookery development CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate()?;
+        write(out, "ca.crt", &ca.self_signed(&ca_key)?.pem())?;
+        write(out, "ca.key", &ca_key.serialize_pem())?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let mut server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
+        server.distinguished_name = named("localhost");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        sign(out, "server", server, &issuer)?;
+        for device in ["device-1", "device-2"] {
+            let mut client = CertificateParams::default();
+            client.distinguished_name = named(device);
+            client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            sign(out, device, client, &issuer)?;
+        }
+        println!(
+            "wrote ca, server, device-1 and device-2 certificates to {}",
+            out.display()
+        );
+        Ok(())
+    }
+
+    fn named(common_name: &str) -> DistinguishedName {
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "Rookery development");
+        name.push(DnType::CommonName, common_name);
+        name
+    }
+
+    fn sign(
+        out: &Path,
+        name: &str,
+        params: CertificateParams,
+        issuer: &Issuer<'_, KeyPair>,
+    ) -> anyhow::Result<()> {
+        let key = KeyPair::generate()?;
+        let certificate = params.signed_by(&key, issuer)?;
+        write(out, &format!("{name}.crt"), &certificate.pem())?;
+        write(out, &format!("{name}.key"), &key.serialize_pem())
+    }
+
+    /// Keys are readable by their owner only.
+    fn write(out: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+        let path = out.join(name);
+        std::fs::write(&path, text)
+            .map_err(|error| anyhow!("cannot write {}: {error}", path.display()))?;
+        #[cfg(unix)]
+        if name.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
 }
 
 /// `rookery passwd`: mosquitto_passwd without installing mosquitto.

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub publish_bytes_sent: AtomicU64,
     /// Offline sessions removed because their expiry passed.
     pub sessions_expired: AtomicU64,
+    /// CONNECTs refused for a bad username or password.
+    pub refused_bad_credentials: AtomicU64,
+    /// CONNECTs refused as not authorised (anonymous, certificate, will topic).
+    pub refused_not_authorized: AtomicU64,
 }
 
 impl Metrics {
@@ -50,4 +54,14 @@ impl Metrics {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// The process's resident memory, from `/proc/self/status` (Linux). mosquitto
+/// reports the bytes its own allocator wrapper holds; counting every allocation
+/// here would put a shared atomic on the hot path, so the kernel's figure stands in.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }

@@ -247,3 +247,129 @@ fn unknown_flag_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn help_documents_rookery_log_env_overrides_and_sighup() {
+    let output = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "ROOKERY_LOG",
+        "ROOKERY_<SECTION>__<KEY>",
+        "SIGHUP",
+        "SIGTERM",
+        "PORT|HOST:PORT",
+    ] {
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle}:\n{help}"
+        );
+    }
+}
+
+/// Reads lines from the broker's stderr until the banner, returning it (text format).
+fn wait_for_banner(child: &mut Child) -> String {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("rookery started") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before the banner"
+        );
+    }
+    line
+}
+
+#[test]
+fn listen_accepts_a_bare_port_and_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn(
+        dir.path(),
+        &[
+            "--listen",
+            "0",
+            "--listen",
+            "localhost:0",
+            "--data-dir",
+            "d",
+        ],
+        &[],
+    );
+    let banner = wait_for_banner(&mut child);
+    // A bare port is loopback (mosquitto 2's habit without a configuration).
+    assert!(banner.contains("listeners=tcp 127.0.0.1:"), "{banner}");
+    assert_eq!(banner.matches("tcp ").count(), 2, "{banner}");
+    terminate(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["--listen", "not a port"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not PORT or HOST:PORT"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn systemd_is_told_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let notify = socket_path.to_str().unwrap();
+    let mut child = spawn(
+        dir.path(),
+        &["--listen", "0", "--data-dir", "d"],
+        &[("NOTIFY_SOCKET", notify)],
+    );
+    let mut buffer = [0u8; 64];
+    let n = socket.recv(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"READY=1");
+    terminate(&child);
+    let n = socket.recv(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    drop(child.stderr.take());
+}
+
+#[tokio::test]
+async fn gen_certs_writes_a_ca_server_and_device_certificates_a_tls_listener_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["gen-certs", "certs"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let certs = dir.path().join("certs");
+    for name in ["ca", "server", "device-1", "device-2"] {
+        assert!(certs.join(format!("{name}.crt")).exists(), "{name}.crt");
+        let key = certs.join(format!("{name}.key"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}.key is private");
+        }
+    }
+    // The files make a mutual-TLS listener.
+    let mut config = rookery::Config::default();
+    config.storage.durability = rookery::config::Durability::Memory;
+    let listener = &mut config.listeners[0];
+    listener.kind = rookery::config::ListenerKind::Tls;
+    listener.cert = Some(certs.join("server.crt"));
+    listener.key = Some(certs.join("server.key"));
+    listener.client_ca = Some(certs.join("ca.crt"));
+    listener.require_client_cert = true;
+    let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = rookery::Server::start(config, vec![bound]).unwrap();
+    server.shutdown().await;
+}

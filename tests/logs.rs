@@ -291,3 +291,20 @@ async fn connection_messages_false_silences_connect_and_disconnect_lines() {
         "{lines:?}"
     );
 }
+
+#[tokio::test]
+async fn kick_is_logged_as_an_administrative_disconnect() {
+    let (log, _guard) = Captured::install();
+    let broker = start_broker().await;
+    let (mut client, _) = RawClient::start(broker.addr, V5, "kicked", true).await;
+    assert!(broker
+        .server
+        .broker()
+        .registry()
+        .kick(&rookery::protocol::ClientId::new("kicked")));
+    client.drain_until_closed().await;
+    let line = log.wait_for("client disconnected", "kicked").await;
+    assert_eq!(line["reason"], "kicked by an administrator");
+    assert_eq!(line["code"], "0x98");
+    broker.stop().await;
+}

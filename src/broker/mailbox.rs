@@ -58,6 +58,10 @@ impl Mailbox {
         if state.is_closed {
             return Err(control);
         }
+        // A takeover already waiting wins over a kick: either way the connection goes.
+        if matches!(control, Control::Kick) && state.control.is_some() {
+            return Ok(());
+        }
         state.control = Some(control);
         drop(state);
         self.ready.notify_one();

@@ -8,6 +8,7 @@
 //! per-publisher order needs no extra machinery ([MQTT-4.6.0-5]).
 
 pub mod arrival;
+pub mod directory;
 pub mod mailbox;
 mod recovery;
 pub use recovery::Prior;
@@ -51,6 +52,8 @@ pub struct Broker {
     authenticator: ArcSwap<Authenticator>,
     /// The order in which connections' input arrived (see [`arrival`]).
     arrivals: Arc<arrival::Arrivals>,
+    /// Who is connected, for the admin API.
+    directory: directory::Directory,
     /// `[log] connection_messages`: whether connects and disconnects are logged.
     is_logging_connections: std::sync::atomic::AtomicBool,
 }
@@ -79,6 +82,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             authenticator: ArcSwap::from_pointee(Authenticator::new(true, None, None)),
             arrivals: Arc::default(),
+            directory: directory::Directory::default(),
             is_logging_connections: std::sync::atomic::AtomicBool::new(true),
         }
     }
@@ -134,6 +138,11 @@ impl Broker {
     /// checked against the new one from their next packet on.
     pub fn set_authenticator(&self, authenticator: Arc<Authenticator>) {
         self.authenticator.store(authenticator);
+    }
+
+    /// Who is connected right now (peer, username, version, since when).
+    pub fn directory(&self) -> &directory::Directory {
+        &self.directory
     }
 
     /// Turns the connect, refuse and disconnect log lines on or off (mosquitto's
@@ -302,6 +311,42 @@ impl Broker {
     /// The retained messages a new subscription to `filter` receives.
     pub fn retained_matching(&self, filter: &TopicFilter, now: Instant) -> Vec<Arc<Message>> {
         self.retained.read().matching(filter, now)
+    }
+
+    /// A session's subscriptions, as the client wrote them.
+    pub fn subscriptions_of(&self, client_id: &ClientId) -> Vec<String> {
+        let router = self.router.read();
+        router
+            .subscriptions_of(client_id)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Deletes an offline session (admin action). Returns `false`, touching
+    /// nothing, if the session is online or does not exist.
+    pub fn delete_offline_session(&self, client_id: &ClientId) -> Result<bool, storage::Error> {
+        let is_offline = self
+            .registry
+            .sessions()
+            .iter()
+            .any(|(id, is_online, _)| id == client_id && !is_online);
+        if !is_offline {
+            return Ok(false);
+        }
+        self.registry.remove(client_id);
+        self.end_session(client_id)?;
+        Ok(true)
+    }
+
+    /// Number of subscriptions over all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.router.read().len()
+    }
+
+    /// Retained messages outside `$SYS`, and the payload bytes of all of them.
+    pub fn retained_census(&self) -> (usize, u64) {
+        self.retained.read().census()
     }
 
     /// Number of topics with a retained message.

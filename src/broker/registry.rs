@@ -24,6 +24,8 @@ pub enum Control {
     /// Another connection took the session over ([MQTT-3.1.4-3]): handle what the
     /// client already sent, then detach; the successor gets the [`Departure`].
     TakeOver,
+    /// An operator asked for the client to be disconnected (v5 DISCONNECT 0x98).
+    Kick,
 }
 
 /// How to reach the connection that holds a session.
@@ -353,6 +355,32 @@ impl Registry {
             census.queued += slot.queued.load(Ordering::Relaxed);
         }
         census
+    }
+
+    /// Asks the connection holding `client_id` to disconnect it. Returns whether
+    /// one was online. A connection already being taken over is left to that.
+    pub fn kick(&self, client_id: &ClientId) -> bool {
+        let Some(slot) = self.get(client_id) else {
+            return false;
+        };
+        let presence = slot.presence.lock();
+        match &*presence {
+            Presence::Online(link) => link.mailbox.send_control(Control::Kick).is_ok(),
+            Presence::Offline { .. } => false,
+        }
+    }
+
+    /// Every session: its client id, whether it is online, and its queue length.
+    pub fn sessions(&self) -> Vec<(ClientId, bool, usize)> {
+        let clients = self.clients.read();
+        clients
+            .iter()
+            .map(|(client_id, slot)| {
+                let is_online = matches!(&*slot.presence.lock(), Presence::Online(_));
+                let queued = slot.queued.load(Ordering::Relaxed);
+                (client_id.clone(), is_online, queued)
+            })
+            .collect()
     }
 
     /// Number of sessions, online and offline.

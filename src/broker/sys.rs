@@ -124,7 +124,7 @@ impl Broker {
         let metrics = self.metrics();
         let get = Metrics::get;
         let census = self.registry().census();
-        let (retained, retained_bytes) = self.retained.read().census();
+        let (retained, retained_bytes) = self.retained_census();
         let subscriptions = self.router.read().len();
         state.maximum_connected = state.maximum_connected.max(census.online);
         let stored = census.queued + retained;
@@ -188,21 +188,11 @@ impl Broker {
                 values.push((format!("load/{series}/{window}"), format!("{load:.2}")));
             }
         }
-        if let Some(resident) = resident_bytes() {
+        if let Some(resident) = crate::metrics::resident_bytes() {
             values.push(("heap/current".to_string(), resident.to_string()));
         }
         values
     }
-}
-
-/// The process's resident memory, from `/proc/self/status` (Linux). mosquitto
-/// reports the bytes its own allocator wrapper holds; counting every allocation
-/// here would put a shared atomic on the hot path, so the kernel's figure stands in.
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kilobytes * 1024)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let now = Instant::now();
         let (departure, will) = match &ending {
             Ending::TakenOver => session.hand_over(now),
-            Ending::Lost | Ending::Violation(_) => session.depart(true, now),
+            Ending::Lost | Ending::Violation(_) | Ending::Kicked => session.depart(true, now),
             Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
             Ending::Shutdown => session.depart(false, now),
         };
@@ -59,6 +59,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ending::Shutdown => {
                 session.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, &mut self.out);
                 SHUTDOWN_LINGER
+            }
+            Ending::Kicked => {
+                session.send_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, &mut self.out);
+                LINGER
             }
         };
         self.close(linger).await;

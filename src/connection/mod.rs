@@ -70,6 +70,8 @@ enum Ending {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+    /// An operator disconnected the client (admin API): v5 0x98, will published.
+    Kicked,
 }
 
 impl Ending {
@@ -85,6 +87,7 @@ impl Ending {
             Ending::Violation(error) => Ended::Violation(error),
             Ending::TakenOver => Ended::TakenOver,
             Ending::Shutdown => Ended::Shutdown,
+            Ending::Kicked => Ended::Kicked,
         }
     }
 }
@@ -224,8 +227,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         tokio::pin!(keep_alive);
         let mut batch = Vec::new();
         loop {
-            if let Some(Control::TakeOver) = mailbox.take_control() {
-                return self.read_what_arrived(session);
+            match mailbox.take_control() {
+                Some(Control::TakeOver) => return self.read_what_arrived(session),
+                Some(Control::Kick) => return Ending::Kicked,
+                None => {}
             }
             if let Some(ending) = self.deliver(session, mailbox, &mut batch) {
                 return ending;

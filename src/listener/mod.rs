@@ -99,6 +99,8 @@ pub struct Server {
     /// Cancelled `shutdown_timeout` later: connections still running are dropped.
     hard_stop: CancellationToken,
     shutdown_timeout: Duration,
+    /// Where the HTTP listener is bound, if there is one.
+    http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
     reloader: Arc<Reloader>,
 }
@@ -128,6 +130,7 @@ impl Server {
         // start-up that fails leaves no data directory behind.
         let authenticator = reload::load_authenticator(&config.auth)?;
         let transports = load_transports(&config, &listeners)?;
+        let http = config.http.bind.map(bind_http).transpose()?;
         let storage = Storage::open(&config.storage)?;
         let broker = Arc::new(
             Broker::new(config.limits.clone(), config.session.clone(), storage)
@@ -179,12 +182,34 @@ impl Server {
         ));
         let reloader = Arc::new(reloader);
         tasks.spawn(reloader.clone().watch(shutdown.clone()));
+        let http_addr = match http {
+            Some((listener, addr)) => {
+                info!(listener = %format!("http {addr}"), "listening");
+                let serve = crate::http::serve(
+                    listener,
+                    broker.clone(),
+                    crate::http::Admin {
+                        token: config.http.admin_token.clone(),
+                        reload: {
+                            let reloader = reloader.clone();
+                            Box::new(move || reloader.reload().map_err(|error| error.to_string()))
+                        },
+                    },
+                    (shutdown.clone(), hard_stop.clone()),
+                );
+                tasks.spawn(serve);
+                Some(addr)
+            }
+            None => None,
+        };
+
         Ok(Server {
             broker,
             local_addrs,
             shutdown,
             hard_stop,
             shutdown_timeout: config.server.shutdown_timeout,
+            http_addr,
             tasks,
             reloader,
         })
@@ -201,6 +226,11 @@ impl Server {
     /// The addresses the listeners are bound to, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The address of the HTTP listener (`[http] bind`), if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The shared broker state.
@@ -248,6 +278,19 @@ impl Server {
             Err(error) => error!(%error, "shutdown: could not sync storage"),
         }
     }
+}
+
+/// Binds the HTTP listener. Synchronous, so that [`Server::start`] (which tests and
+/// embedders call with their own MQTT listeners) can do it before touching storage.
+fn bind_http(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let bound = std::net::TcpListener::bind(addr)
+        .and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            let local = listener.local_addr()?;
+            Ok((TcpListener::from_std(listener)?, local))
+        })
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok(bound)
 }
 
 /// Each listener's address and transport (TLS files read here), in order.
