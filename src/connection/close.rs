@@ -77,9 +77,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.flush().await?;
             self.stream.shutdown().await
         };
-        if !matches!(timeout(FAREWELL_TIMEOUT, farewell).await, Ok(Ok(()))) || linger.is_zero() {
+        if !matches!(timeout(FAREWELL_TIMEOUT, farewell).await, Ok(Ok(()))) {
             return;
         }
+        // Even with no time to linger, what has already arrived is read: a timeout
+        // polls its future once before it looks at the clock.
         let deadline = tokio::time::Instant::now() + linger;
         loop {
             self.read_buf.clear();

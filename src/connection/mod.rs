@@ -55,8 +55,9 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a closing connection keeps reading after it shut its side, so that
 /// the client reads our DISCONNECT instead of a reset (a lingering close).
 const LINGER: Duration = Duration::from_secs(1);
-/// [`LINGER`] while the broker shuts down, which waits for every connection.
-const SHUTDOWN_LINGER: Duration = Duration::from_millis(100);
+/// [`LINGER`] while the broker shuts down, which waits for every connection: none,
+/// only what the client already sent is read before closing.
+const SHUTDOWN_LINGER: Duration = Duration::ZERO;
 
 /// Why a connection ended.
 enum Ending {
