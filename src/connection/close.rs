@@ -1,6 +1,10 @@
 //! Leaving: the session is let go first (a successor may be waiting for it), the
 //! will is published, and only then is the client told goodbye, within bounded
 //! time, with a lingering close so the goodbye is not lost to a reset.
+//!
+//! At shutdown a persistent session's will is neither published nor dropped: it
+//! stays in the stored record and is settled after the restart (see
+//! [`Session::depart_at_shutdown`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +35,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ending::TakenOver => session.hand_over(now),
             Ending::Lost | Ending::Violation(_) => session.depart(true, now),
             Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
-            Ending::Shutdown => session.depart(false, now),
+            Ending::Shutdown => session.depart_at_shutdown(now),
         };
         let client_id = session.client_id().clone();
         let is_ended = matches!(departure, Departure::End);

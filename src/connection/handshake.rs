@@ -141,6 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match timeout(TAKEOVER_TIMEOUT, departed).await {
                     Ok(Ok(Departure::End)) => Prior::Ended,
                     Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },
+                    Ok(Ok(Departure::Held)) => Prior::Session { will: None },
                     Ok(Err(_)) | Err(_) => {
                         tracing::warn!(
                             "the previous connection did not let go of the session in time"

@@ -484,14 +484,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Stores a persistent session's record: CONNACK for a persistent session means stored.
+/// Stores the session's record with its will: CONNACK for a persistent session
+/// means stored, and a will survives the broker (see [`Broker::open_session`]).
 fn open_session(broker: &Broker, negotiated: &Negotiated) -> Result<(), storage::Error> {
     let expiry = match negotiated.session_expiry {
-        SessionExpiry::WithConnection => return Ok(()),
+        SessionExpiry::WithConnection => Some(Duration::ZERO),
         SessionExpiry::After(duration) => Some(duration),
         SessionExpiry::Never => None,
     };
-    broker.open_session(&negotiated.client_id, expiry)
+    broker.open_session(&negotiated.client_id, expiry, negotiated.will.as_deref())
 }
 
 /// Reads into `buf` with the socket's wake-ups going through `place`, so that the
