@@ -135,6 +135,45 @@ async fn issue_12_stalled_tls_handshakes_and_websocket_upgrades_are_cut_at_the_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_slow_upgrade_then_no_connect_is_cut_at_the_connect_timeout_from_accept() {
+    // One deadline for everything before CONNECT: a peer that spends most of it
+    // on the upgrade does not get a fresh connect timeout for CONNECT.
+    let broker = broker().await;
+    let mut stream = TcpStream::connect(broker.addr(Transport::Ws))
+        .await
+        .unwrap();
+    let accepted = Instant::now();
+    stream
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(CONNECT_TIMEOUT.mul_f32(0.7)).await;
+    let rest = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Protocol: mqtt\r\n\r\n";
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed during the upgrade");
+        response.extend_from_slice(&buf[..n]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"), "upgrade refused");
+    let closed = tokio::time::timeout(CONNECT_TIMEOUT + SLACK, async {
+        while let Ok(1..) = stream.read(&mut buf).await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "not cut");
+    let elapsed = accepted.elapsed();
+    assert!(
+        elapsed < CONNECT_TIMEOUT + CONNECT_TIMEOUT.mul_f32(0.5),
+        "cut {elapsed:?} after accept: the connect timeout restarted after the upgrade"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_a_takeover_storm_leaks_no_sessions_connections_or_tasks() {
     const SOCKETS: usize = 10;
     const ROUNDS: usize = 200;

@@ -95,12 +95,21 @@ pub async fn run<S>(stream: S, broker: Arc<Broker>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    run_with(stream, Peer::default(), broker, shutdown).await;
+    let connect_deadline = tokio::time::Instant::now() + broker.limits().connect_timeout;
+    run_with(stream, Peer::default(), broker, shutdown, connect_deadline).await;
 }
 
-/// [`run`] for a client the transport knows something about (a TLS client certificate).
-pub async fn run_with<S>(stream: S, peer: Peer, broker: Arc<Broker>, shutdown: CancellationToken)
-where
+/// [`run`] for a client the transport knows something about (a TLS client
+/// certificate), with the CONNECT due by `connect_deadline`: the connect timeout
+/// counts from the accept, so that the transport's handshakes (TLS, WebSocket)
+/// and CONNECT together get one timeout, not one each.
+pub async fn run_with<S>(
+    stream: S,
+    peer: Peer,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    connect_deadline: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     broker
@@ -124,6 +133,7 @@ where
         broker: broker.clone(),
         peer,
         durable: SyncPoint::default(),
+        connect_deadline,
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
@@ -151,6 +161,8 @@ struct Connection<S> {
     peer: Peer,
     /// Storage is known durable up to here (see [`Connection::flush`]).
     durable: SyncPoint,
+    /// When a client that has not sent a whole CONNECT is cut.
+    connect_deadline: tokio::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
