@@ -13,7 +13,7 @@ use super::registry::{Departure, Detached, PendingWill, Restored};
 use super::router::{Filter, Subscription};
 use super::Broker;
 use crate::protocol::ClientId;
-use crate::storage::{self, SessionRecord, StoredWill, WillMessage};
+use crate::storage::{self, Message, SessionRecord, StoredWill, WillMessage};
 
 /// What startup found on disk.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -121,16 +121,27 @@ impl Broker {
     }
 
     /// Records that a connection ended (see [`super::registry::Registry::detach`]),
-    /// and stores when the offline session expires and any will it still holds.
-    /// A connection that was taken over hands its departure to its successor instead.
+    /// stores when the offline session expires and any will it still holds, and
+    /// publishes `will`, the will due now. A connection that was taken over hands
+    /// its departure to its successor instead.
+    ///
+    /// The will due now is published in the same write that takes it out of the
+    /// stored record (which held it since CONNECT), so a crash leaves it published
+    /// or still held, never both and never neither. An ended session's record then
+    /// says "expired", until [`Broker::end_session`] deletes it.
     pub fn detach(
         &self,
         client_id: &ClientId,
         connection_id: u64,
         departure: Departure,
+        will: Option<Arc<Message>>,
     ) -> Detached {
         let record = match &departure {
-            Departure::End | Departure::Held => None,
+            Departure::End => will.is_some().then(|| SessionRecord::Offline {
+                expires_at: Some(Instant::now()),
+                will: None,
+            }),
+            Departure::Held => None,
             Departure::Offline { expires_at, will } => Some(SessionRecord::Offline {
                 expires_at: *expires_at,
                 will: will.as_ref().map(|will| StoredWill {
@@ -140,10 +151,17 @@ impl Broker {
             }),
         };
         let detached = self.registry.detach(client_id, connection_id, departure);
-        if let (Detached::Own, Some(record)) = (&detached, record) {
-            if let Err(error) = self.storage.save_session(client_id, &record) {
-                tracing::error!(%client_id, %error, "could not store the offline session");
+        let stored = match (&detached, &record, will) {
+            (Detached::Own, Some(record), Some(will)) => {
+                self.publish_will(client_id, will, record).map(|_| ())
             }
+            (Detached::Own, Some(record), None) => self.storage.save_session(client_id, record),
+            // The record is the successor's now, or another connection's.
+            (_, _, Some(will)) => self.publish(client_id, will).map(|_| ()),
+            (_, _, None) => Ok(()),
+        };
+        if let Err(error) = stored {
+            tracing::error!(%client_id, %error, "could not store the departure or publish the will");
         }
         detached
     }

@@ -6,7 +6,6 @@
 //! stays in the stored record and is settled after the restart (see
 //! [`Session::depart_at_shutdown`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,7 +15,7 @@ use tracing::debug;
 use super::{Connection, Ending, FAREWELL_TIMEOUT, LINGER, MIN_READ, SHUTDOWN_LINGER};
 use crate::broker::registry::{Departure, Detached};
 use crate::connection_log;
-use crate::protocol::{self, ReasonCode};
+use crate::protocol::ReasonCode;
 use crate::session::Session;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -39,14 +38,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         let client_id = session.client_id().clone();
         let is_ended = matches!(departure, Departure::End);
-        let detached = self.broker.detach(&client_id, connection_id, departure);
+        let detached = self
+            .broker
+            .detach(&client_id, connection_id, departure, will);
         if detached == Detached::Own && is_ended {
             if let Err(error) = self.broker.end_session(&client_id) {
                 tracing::error!(%error, "could not delete the ended session");
             }
-        }
-        if let Some(will) = will {
-            self.publish_will(&client_id, will);
         }
         let linger = match ending {
             Ending::Lost => Duration::ZERO,
@@ -88,12 +86,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if !matches!(read.await, Ok(Ok(1..))) {
                 return;
             }
-        }
-    }
-
-    fn publish_will(&self, client_id: &protocol::ClientId, will: Arc<crate::storage::Message>) {
-        if let Err(error) = self.broker.publish(client_id, will) {
-            tracing::error!(%error, "could not store the will message");
         }
     }
 }

@@ -200,7 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 will: None,
             };
             self.broker
-                .detach(&negotiated.client_id, connection_id, departure);
+                .detach(&negotiated.client_id, connection_id, departure, None);
             return;
         }
         let mut session = Session::new(&negotiated, slot, &self.broker, now);
