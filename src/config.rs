@@ -297,7 +297,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Topic Alias Maximum announced to v5 clients (inbound aliases). 0 disables them.
     pub topic_alias_maximum: u16,
-    /// Time a new connection has to send CONNECT.
+    /// Time a new connection has, from the accept, to finish its TLS handshake,
+    /// its WebSocket upgrade and its CONNECT, all together.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// If set, clients asking for a longer keep-alive (or none) get this one (v5 Server Keep Alive).

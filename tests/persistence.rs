@@ -8,61 +8,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::BrokerProcess;
 use common::*;
 use rookery::protocol::{Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS};
 
 const QUIET: Duration = Duration::from_millis(700);
-
-/// The `rookery` binary on a data dir, killed with SIGKILL.
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    async fn start(dir: &Path) -> BrokerProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // From here on, Drop kills and reaps the child, even if the test panics.
-        let broker = BrokerProcess { child, addr };
-        for _ in 0..500 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return broker;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the broker did not start listening on {addr}");
-    }
-
-    /// SIGKILL: no shutdown, no flush, no sync.
-    fn kill(self) {
-        drop(self);
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn persistent_v4(addr: SocketAddr, client_id: &str) -> v4::MqttOptions {
     let mut options = v4::options(addr, client_id);

@@ -178,7 +178,20 @@ impl Broker {
         message: Arc<Message>,
     ) -> Result<Routed, storage::Error> {
         self.count_received(&message);
-        self.route(publisher, message, None)
+        self.route(publisher, message, None, None)
+    }
+
+    /// Publishes the will of the session `of` and, in the same write, replaces its
+    /// stored record with `record`, which no longer holds the will: a crash leaves
+    /// the will published or still held, never both ([MQTT-3.1.2-8] once).
+    pub fn publish_will(
+        &self,
+        of: &ClientId,
+        message: Arc<Message>,
+        record: &storage::SessionRecord,
+    ) -> Result<Routed, storage::Error> {
+        self.count_received(&message);
+        self.route(of, message, None, Some((of, record)))
     }
 
     /// [`Broker::publish`] for an inbound QoS 2 message of a persistent session: its
@@ -191,7 +204,7 @@ impl Broker {
         packet_id: PacketId,
     ) -> Result<Routed, storage::Error> {
         self.count_received(&message);
-        self.route(publisher, message, Some(packet_id))
+        self.route(publisher, message, Some(packet_id), None)
     }
 
     fn count_received(&self, message: &Message) {
@@ -210,6 +223,7 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
         incoming: Option<PacketId>,
+        session: Option<(&ClientId, &storage::SessionRecord)>,
     ) -> Result<Routed, storage::Error> {
         let mut targets = Vec::new();
         self.router
@@ -222,6 +236,7 @@ impl Broker {
         let mut write = PublishWrite {
             retained: Some(&*message).filter(|message| message.retain),
             incoming: incoming.map(|packet_id| (publisher, packet_id)),
+            session,
             ..PublishWrite::default()
         };
         let mut sends = Vec::with_capacity(targets.len());
@@ -367,18 +382,13 @@ impl Broker {
     pub fn on_tick(&self, now: Instant) {
         let due = self.registry.take_due(now);
         for will in due.wills {
-            let publisher = ClientId::new("");
-            if let Err(error) = self.publish(&publisher, will) {
-                tracing::error!(%error, "could not store a delayed will");
-            }
-        }
-        for (client_id, expires_at) in due.will_taken {
+            // An expired session's record goes next; until then it holds no will.
             let record = storage::SessionRecord::Offline {
-                expires_at,
+                expires_at: will.expires_at,
                 will: None,
             };
-            if let Err(error) = self.storage.save_session(&client_id, &record) {
-                tracing::error!(%client_id, %error, "could not forget a published will");
+            if let Err(error) = self.publish_will(&will.client_id, will.message, &record) {
+                tracing::error!(client_id = %will.client_id, %error, "could not store a delayed will");
             }
         }
         Metrics::add(&self.metrics.sessions_expired, due.expired.len() as u64);

@@ -6,13 +6,14 @@
 //! subscriptions and the retained messages. Queues stay on disk until their
 //! session reconnects (mosquitto #3273).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::{Departure, Detached, PendingWill, Restored};
 use super::router::{Filter, Subscription};
 use super::Broker;
 use crate::protocol::ClientId;
-use crate::storage::{self, SessionRecord, StoredWill};
+use crate::storage::{self, Message, SessionRecord, StoredWill, WillMessage};
 
 /// What startup found on disk.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +39,19 @@ impl Broker {
         };
         for session in recovered.sessions {
             let (expires_at, will) = match session.record {
-                // The connection was cut by the crash: the expiry counts from now.
-                SessionRecord::Online { expiry } => (expiry.and_then(|d| now.checked_add(d)), None),
+                // The connection was cut by a crash, or held at a shutdown: the
+                // session counts as disconnected now, so its expiry and its will's
+                // delay count from now ([MQTT-3.1.2-8], [MQTT-3.1.3-9]).
+                SessionRecord::Online { expiry, will } => (
+                    expiry.and_then(|d| now.checked_add(d)),
+                    will.map(|will| {
+                        let publish_at = now.checked_add(will.delay).unwrap_or(now);
+                        PendingWill {
+                            publish_at,
+                            message: Arc::new(will.to_message(publish_at)),
+                        }
+                    }),
+                ),
                 SessionRecord::Offline { expires_at, will } => (
                     expires_at,
                     will.map(|will| PendingWill {
@@ -83,29 +95,53 @@ impl Broker {
         Ok(recovery)
     }
 
-    /// Stores the record of a persistent session a connection now holds, before
-    /// CONNACK: if the broker dies while it is connected, the session (and its
-    /// subscriptions) come back, expiring `expiry` after the restart (`None`: never).
+    /// Stores the record of a session a connection now holds, before CONNACK: if
+    /// the broker dies while it is connected, the session (and its subscriptions)
+    /// come back, expiring `expiry` after the restart (`None`: never), and its will
+    /// is published as if the client had gone at the restart.
+    ///
+    /// A session that ends with its connection (`Some(ZERO)`) is stored only when
+    /// it has a will, for the will's sake: after a crash it is published at once,
+    /// since the session has ended ([MQTT-3.1.3-9]). Its record is deleted when the
+    /// connection ends, as any ended session's is.
     pub fn open_session(
         &self,
         client_id: &ClientId,
         expiry: Option<Duration>,
+        will: Option<&WillMessage>,
     ) -> Result<(), storage::Error> {
-        self.storage
-            .save_session(client_id, &SessionRecord::Online { expiry })
+        if expiry == Some(Duration::ZERO) && will.is_none() {
+            return Ok(());
+        }
+        let record = SessionRecord::Online {
+            expiry,
+            will: will.map(|will| Box::new(will.clone())),
+        };
+        self.storage.save_session(client_id, &record)
     }
 
     /// Records that a connection ended (see [`super::registry::Registry::detach`]),
-    /// and stores when the offline session expires and any will it still holds.
-    /// A connection that was taken over hands its departure to its successor instead.
+    /// stores when the offline session expires and any will it still holds, and
+    /// publishes `will`, the will due now. A connection that was taken over hands
+    /// its departure to its successor instead.
+    ///
+    /// The will due now is published in the same write that takes it out of the
+    /// stored record (which held it since CONNECT), so a crash leaves it published
+    /// or still held, never both and never neither. An ended session's record then
+    /// says "expired", until [`Broker::end_session`] deletes it.
     pub fn detach(
         &self,
         client_id: &ClientId,
         connection_id: u64,
         departure: Departure,
+        will: Option<Arc<Message>>,
     ) -> Detached {
         let record = match &departure {
-            Departure::End => None,
+            Departure::End => will.is_some().then(|| SessionRecord::Offline {
+                expires_at: Some(Instant::now()),
+                will: None,
+            }),
+            Departure::Held => None,
             Departure::Offline { expires_at, will } => Some(SessionRecord::Offline {
                 expires_at: *expires_at,
                 will: will.as_ref().map(|will| StoredWill {
@@ -115,10 +151,17 @@ impl Broker {
             }),
         };
         let detached = self.registry.detach(client_id, connection_id, departure);
-        if let (Detached::Own, Some(record)) = (&detached, record) {
-            if let Err(error) = self.storage.save_session(client_id, &record) {
-                tracing::error!(%client_id, %error, "could not store the offline session");
+        let stored = match (&detached, &record, will) {
+            (Detached::Own, Some(record), Some(will)) => {
+                self.publish_will(client_id, will, record).map(|_| ())
             }
+            (Detached::Own, Some(record), None) => self.storage.save_session(client_id, record),
+            // The record is the successor's now, or another connection's.
+            (_, _, Some(will)) => self.publish(client_id, will).map(|_| ()),
+            (_, _, None) => Ok(()),
+        };
+        if let Err(error) = stored {
+            tracing::error!(%client_id, %error, "could not store the departure or publish the will");
         }
         detached
     }
@@ -154,7 +197,13 @@ impl Broker {
         };
         // The session ends now, so a will waiting for its delay is due now ([MQTT-3.1.3-9]).
         if let Some(will) = will {
-            if let Err(error) = self.publish(client_id, will.message) {
+            // Stored with the will: the session ended, so a crash before
+            // `end_session` below cannot bring the will back.
+            let record = SessionRecord::Offline {
+                expires_at: Some(Instant::now()),
+                will: None,
+            };
+            if let Err(error) = self.publish_will(client_id, will.message, &record) {
                 tracing::error!(%error, "could not store the will message");
             }
         }

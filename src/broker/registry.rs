@@ -193,6 +193,12 @@ pub enum Departure {
         /// A will to publish later.
         will: Option<PendingWill>,
     },
+    /// The broker is stopping while a connection holds a persistent session: the
+    /// stored record stays as it was while connected, will included, and is settled
+    /// after the restart as if the client had gone then. In memory, for the moments
+    /// left before exit, the session waits offline without a deadline or a will, so
+    /// that nothing here can publish the will, or end the session, a second time.
+    Held,
 }
 
 /// Everything due at a given time: expired sessions and wills whose delay passed.
@@ -200,11 +206,19 @@ pub enum Departure {
 pub struct Due {
     /// Sessions whose expiry passed; their state must be deleted.
     pub expired: Vec<ClientId>,
-    /// Wills to publish now.
-    pub wills: Vec<Arc<Message>>,
-    /// Sessions that stay offline but whose will was just taken, with their expiry:
-    /// their stored record must forget the will.
-    pub will_taken: Vec<(ClientId, Option<Instant>)>,
+    /// Wills to publish now; their sessions' stored records must forget them.
+    pub wills: Vec<DueWill>,
+}
+
+/// A will whose delay passed, or whose session expired.
+#[derive(Debug)]
+pub struct DueWill {
+    /// The session it belongs to.
+    pub client_id: ClientId,
+    /// The will message.
+    pub message: Arc<Message>,
+    /// When the session expires (it may have already).
+    pub expires_at: Option<Instant>,
 }
 
 /// An offline session as storage remembers it.
@@ -333,6 +347,12 @@ impl Registry {
             Departure::Offline { expires_at, will } => {
                 *presence = Presence::Offline { expires_at, will };
             }
+            Departure::Held => {
+                *presence = Presence::Offline {
+                    expires_at: None,
+                    will: None,
+                };
+            }
         }
         Detached::Own
     }
@@ -406,10 +426,11 @@ impl Registry {
             let is_expired = expires_at.is_some_and(|at| at <= now);
             if let Some(pending) = will.take() {
                 if is_expired || pending.publish_at <= now {
-                    due.wills.push(pending.message);
-                    if !is_expired {
-                        due.will_taken.push((client_id.clone(), *expires_at));
-                    }
+                    due.wills.push(DueWill {
+                        client_id: client_id.clone(),
+                        message: pending.message,
+                        expires_at: *expires_at,
+                    });
                 } else {
                     *will = Some(pending);
                 }

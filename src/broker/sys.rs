@@ -113,7 +113,10 @@ impl Broker {
                 expires_at: None,
             };
             // A failure to store a $SYS value is not worth more than the next refresh.
-            if self.route(&publisher, Arc::new(message), None).is_ok() {
+            if self
+                .route(&publisher, Arc::new(message), None, None)
+                .is_ok()
+            {
                 state.published.insert(topic, value);
             }
         }

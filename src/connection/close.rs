@@ -1,8 +1,11 @@
 //! Leaving: the session is let go first (a successor may be waiting for it), the
 //! will is published, and only then is the client told goodbye, within bounded
 //! time, with a lingering close so the goodbye is not lost to a reset.
+//!
+//! At shutdown a persistent session's will is neither published nor dropped: it
+//! stays in the stored record and is settled after the restart (see
+//! [`Session::depart_at_shutdown`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -12,7 +15,7 @@ use tracing::debug;
 use super::{Connection, Ending, FAREWELL_TIMEOUT, LINGER, MIN_READ, SHUTDOWN_LINGER};
 use crate::broker::registry::{Departure, Detached};
 use crate::connection_log;
-use crate::protocol::{self, ReasonCode};
+use crate::protocol::ReasonCode;
 use crate::session::Session;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -31,18 +34,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ending::TakenOver => session.hand_over(now),
             Ending::Lost | Ending::Violation(_) | Ending::Kicked => session.depart(true, now),
             Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
-            Ending::Shutdown => session.depart(false, now),
+            Ending::Shutdown => session.depart_at_shutdown(now),
         };
         let client_id = session.client_id().clone();
         let is_ended = matches!(departure, Departure::End);
-        let detached = self.broker.detach(&client_id, connection_id, departure);
+        let detached = self
+            .broker
+            .detach(&client_id, connection_id, departure, will);
         if detached == Detached::Own && is_ended {
             if let Err(error) = self.broker.end_session(&client_id) {
                 tracing::error!(%error, "could not delete the ended session");
             }
-        }
-        if let Some(will) = will {
-            self.publish_will(&client_id, will);
         }
         let linger = match ending {
             Ending::Lost => Duration::ZERO,
@@ -90,12 +92,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if !matches!(read.await, Ok(Ok(1..))) {
                 return;
             }
-        }
-    }
-
-    fn publish_will(&self, client_id: &protocol::ClientId, will: Arc<crate::storage::Message>) {
-        if let Err(error) = self.broker.publish(client_id, will) {
-            tracing::error!(%error, "could not store the will message");
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 use tracing::debug;
 
 use super::{Connection, LINGER, TAKEOVER_TIMEOUT};
@@ -19,8 +19,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Reads and checks CONNECT, refusing it with the right CONNACK when it fails.
     /// The decoded packet is dropped here: nothing of it outlives the handshake.
     pub(super) async fn accept_connect(&mut self) -> Option<Negotiated> {
-        let connect_timeout = self.broker.limits().connect_timeout;
-        let connect = match timeout(connect_timeout, self.read_connect()).await {
+        let connect = match timeout_at(self.connect_deadline, self.read_connect()).await {
             Ok(Ok(Some(connect))) => connect,
             Ok(Ok(None)) => return None,
             Ok(Err(error)) => {
@@ -141,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match timeout(TAKEOVER_TIMEOUT, departed).await {
                     Ok(Ok(Departure::End)) => Prior::Ended,
                     Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },
+                    Ok(Ok(Departure::Held)) => Prior::Session { will: None },
                     Ok(Err(_)) | Err(_) => {
                         tracing::warn!(
                             "the previous connection did not let go of the session in time"

@@ -99,12 +99,21 @@ pub async fn run<S>(stream: S, broker: Arc<Broker>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    run_with(stream, Peer::default(), broker, shutdown).await;
+    let connect_deadline = tokio::time::Instant::now() + broker.limits().connect_timeout;
+    run_with(stream, Peer::default(), broker, shutdown, connect_deadline).await;
 }
 
-/// [`run`] for a client the transport knows something about (a TLS client certificate).
-pub async fn run_with<S>(stream: S, peer: Peer, broker: Arc<Broker>, shutdown: CancellationToken)
-where
+/// [`run`] for a client the transport knows something about (a TLS client
+/// certificate), with the CONNECT due by `connect_deadline`: the connect timeout
+/// counts from the accept, so that the transport's handshakes (TLS, WebSocket)
+/// and CONNECT together get one timeout, not one each.
+pub async fn run_with<S>(
+    stream: S,
+    peer: Peer,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    connect_deadline: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     broker
@@ -128,6 +137,7 @@ where
         broker: broker.clone(),
         peer,
         durable: SyncPoint::default(),
+        connect_deadline,
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
@@ -155,6 +165,8 @@ struct Connection<S> {
     peer: Peer,
     /// Storage is known durable up to here (see [`Connection::flush`]).
     durable: SyncPoint,
+    /// When a client that has not sent a whole CONNECT is cut.
+    connect_deadline: tokio::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -192,7 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 will: None,
             };
             self.broker
-                .detach(&negotiated.client_id, connection_id, departure);
+                .detach(&negotiated.client_id, connection_id, departure, None);
             return;
         }
         let mut session = Session::new(&negotiated, slot, &self.broker, now);
@@ -490,14 +502,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Stores a persistent session's record: CONNACK for a persistent session means stored.
+/// Stores the session's record with its will: CONNACK for a persistent session
+/// means stored, and a will survives the broker (see [`Broker::open_session`]).
 fn open_session(broker: &Broker, negotiated: &Negotiated) -> Result<(), storage::Error> {
     let expiry = match negotiated.session_expiry {
-        SessionExpiry::WithConnection => return Ok(()),
+        SessionExpiry::WithConnection => Some(Duration::ZERO),
         SessionExpiry::After(duration) => Some(duration),
         SessionExpiry::Never => None,
     };
-    broker.open_session(&negotiated.client_id, expiry)
+    broker.open_session(&negotiated.client_id, expiry, negotiated.will.as_deref())
 }
 
 /// Reads into `buf` with the socket's wake-ups going through `place`, so that the

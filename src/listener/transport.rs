@@ -1,9 +1,11 @@
 //! What a listener speaks — TCP, TLS, WebSocket, or WebSocket over TLS — and the
 //! handshakes that come before MQTT.
 //!
-//! Each handshake runs in the client's own task under the connect timeout, so a
-//! slow or failing handshake never reaches CONNECT handling and never holds up the
-//! accept loop or another client.
+//! Each handshake runs in the client's own task, so a slow or failing handshake
+//! never reaches CONNECT handling and never holds up the accept loop or another
+//! client. The connect timeout counts from the accept and covers the handshakes
+//! and CONNECT together: a peer that spends it on a slow TLS handshake or
+//! WebSocket upgrade gets no fresh one for CONNECT (issue 12).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,14 +78,17 @@ impl Transport {
             stream,
             broker: broker.clone(),
         };
+        let deadline = Deadline(tokio::time::Instant::now() + broker.limits().connect_timeout);
         let Some(tls) = &self.tls else {
             if self.websocket_path.is_none() {
-                return connection::run_with(stream, self.peer(addr), broker, shutdown).await;
+                let peer = self.peer(addr);
+                return connection::run_with(stream, peer, broker, shutdown, deadline.0).await;
             }
-            let websocket = self.serve_mqtt(stream, addr, self.peer(addr), broker, shutdown);
+            let websocket =
+                self.serve_mqtt(stream, addr, self.peer(addr), broker, shutdown, deadline);
             return Box::pin(websocket).await;
         };
-        Box::pin(self.serve_tls(tls, stream, addr, broker, shutdown)).await;
+        Box::pin(self.serve_tls(tls, stream, addr, broker, shutdown, deadline)).await;
     }
 
     /// Runs the TLS handshake, then serves MQTT (over WebSocket for `wss`).
@@ -94,10 +99,11 @@ impl Transport {
         addr: SocketAddr,
         broker: Arc<Broker>,
         shutdown: CancellationToken,
+        deadline: Deadline,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(accepted) = handshake(tls.accept(stream), &broker, &shutdown).await else {
+        let Some(accepted) = handshake(tls.accept(stream), deadline, &shutdown).await else {
             debug!(%addr, "TLS handshake timed out");
             return;
         };
@@ -113,7 +119,8 @@ impl Transport {
             is_name_username: self.is_name_username,
             ..self.peer(addr)
         };
-        self.serve_mqtt(stream, addr, peer, broker, shutdown).await;
+        self.serve_mqtt(stream, addr, peer, broker, shutdown, deadline)
+            .await;
     }
 
     /// Upgrades to WebSocket if this is a `ws`/`wss` listener, then serves MQTT.
@@ -124,16 +131,19 @@ impl Transport {
         peer: Peer,
         broker: Arc<Broker>,
         shutdown: CancellationToken,
+        deadline: Deadline,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Some(path) = &self.websocket_path else {
-            return connection::run_with(stream, peer, broker, shutdown).await;
+            return connection::run_with(stream, peer, broker, shutdown, deadline.0).await;
         };
         let max_message_size = broker.limits().max_packet_size as usize;
         let upgrade = ws::accept(stream, path, max_message_size);
-        match handshake(upgrade, &broker, &shutdown).await {
-            Some(Ok(stream)) => connection::run_with(stream, peer, broker, shutdown).await,
+        match handshake(upgrade, deadline, &shutdown).await {
+            Some(Ok(stream)) => {
+                connection::run_with(stream, peer, broker, shutdown, deadline.0).await;
+            }
             Some(Err(error)) => info!(%addr, %error, "WebSocket upgrade failed"),
             None => debug!(%addr, "WebSocket upgrade timed out"),
         }
@@ -183,15 +193,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// Runs a handshake under the connect timeout; `None` if it timed out or the
+/// When the connect timeout, counted from the accept, runs out.
+#[derive(Debug, Clone, Copy)]
+struct Deadline(tokio::time::Instant);
+
+/// Runs a handshake until the connect deadline; `None` if it passed or the
 /// broker is shutting down.
 async fn handshake<T>(
     handshake: impl Future<Output = T>,
-    broker: &Broker,
+    deadline: Deadline,
     shutdown: &CancellationToken,
 ) -> Option<T> {
     tokio::select! {
-        done = tokio::time::timeout(broker.limits().connect_timeout, handshake) => done.ok(),
+        done = tokio::time::timeout_at(deadline.0, handshake) => done.ok(),
         () = shutdown.cancelled() => None,
     }
 }

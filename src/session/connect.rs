@@ -10,9 +10,9 @@ use bytestring::ByteString;
 use super::publish::forwarded_properties;
 use crate::config::{Limits, SessionConfig};
 use crate::protocol::{
-    ClientId, ConnAck, Connect, Properties, ProtocolVersion, QoS, ReasonCode, TopicName,
+    ClientId, ConnAck, Connect, Properties, ProtocolVersion, ReasonCode, TopicName,
 };
-use crate::storage::Message;
+pub use crate::storage::WillMessage;
 
 /// How long a session outlives its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,42 +61,6 @@ impl SessionExpiry {
                 u32::try_from(duration.as_secs()).unwrap_or(u32::MAX - 1)
             }
             SessionExpiry::Never => u32::MAX,
-        }
-    }
-}
-
-/// A will as CONNECT described it; it becomes a [`Message`] only when published,
-/// because its expiry counts from then.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WillMessage {
-    /// Will topic.
-    pub topic: TopicName,
-    /// Will payload.
-    pub payload: Bytes,
-    /// Will QoS.
-    pub qos: QoS,
-    /// Will retain flag.
-    pub retain: bool,
-    /// Forwarded will properties.
-    pub properties: Properties,
-    /// v5 Message Expiry Interval of the will.
-    pub expiry_interval: Option<u32>,
-    /// v5 Will Delay Interval.
-    pub delay: Duration,
-}
-
-impl WillMessage {
-    /// The will as a message published at `now`.
-    pub fn to_message(&self, now: Instant) -> Message {
-        Message {
-            topic: self.topic.clone(),
-            payload: self.payload.clone(),
-            qos: self.qos,
-            retain: self.retain,
-            properties: self.properties.clone(),
-            expires_at: self
-                .expiry_interval
-                .and_then(|seconds| now.checked_add(Duration::from_secs(u64::from(seconds)))),
         }
     }
 }

@@ -308,6 +308,26 @@ impl Session {
         }
     }
 
+    /// The broker is shutting down and closes the connection without a DISCONNECT
+    /// from the client, so the will is due ([MQTT-3.1.2-8]; a server's DISCONNECT
+    /// does not delete it, only the client's 0x00 does, [MQTT-3.14.4-3]).
+    ///
+    /// - A session that ends with the connection has its will published now: the
+    ///   session ends, and a will is due when its session ends whatever its delay
+    ///   ([MQTT-3.1.3-9]). Mosquitto does the same (`post_shutdown_cleanup`).
+    /// - A persistent session keeps its will in its stored record
+    ///   ([`Departure::Held`]): after the restart the client counts as gone from
+    ///   then, and the will is published after its delay unless the client is back
+    ///   in time. A planned restart does not fire the wills of every device that
+    ///   comes back. (Mosquitto publishes these too; its `FIXME` there asks for this.)
+    pub fn depart_at_shutdown(&mut self, now: Instant) -> (Departure, Option<Arc<Message>>) {
+        if !self.is_persistent() {
+            return self.depart(true, now);
+        }
+        self.will = None;
+        (Departure::Held, None)
+    }
+
     /// Another connection took the session over ([MQTT-3.1.4-3]), closing this
     /// network connection without a DISCONNECT, so the will is due as on any such
     /// close ([MQTT-3.1.2-8]) — unless a v5 Will Delay Interval holds it back: then

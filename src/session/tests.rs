@@ -572,3 +572,38 @@ fn issue_8_response_topic_with_wildcard_is_a_protocol_error_v5() {
     publish.properties.response_topic = Some("reply/to/me".into());
     h.packet(Packet::Publish(publish)).unwrap();
 }
+
+#[test]
+fn shutdown_holds_a_persistent_sessions_will_for_the_restart_v5() {
+    // The stored record keeps the will; nothing is published as the broker stops.
+    let mut h = delayed_will_harness(0);
+    let (departure, publish_now) = h.session.depart_at_shutdown(h.now);
+    assert!(publish_now.is_none());
+    assert!(matches!(departure, Departure::Held));
+}
+
+#[test]
+fn shutdown_publishes_the_will_of_a_session_that_ends_with_it() {
+    // [MQTT-3.1.2-8] the server closes without a DISCONNECT from the client, and
+    // [MQTT-3.1.3-9] the session ends, so even a delayed will is due now.
+    let broker = Broker::new(
+        Limits::default(),
+        SessionConfig::default(),
+        Storage::in_memory(),
+    );
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.will = Some(crate::protocol::Will {
+        topic: ByteString::from("will"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties {
+            will_delay_interval: Some(30),
+            ..Properties::default()
+        },
+    });
+    let mut h = harness_with(broker, connect);
+    let (departure, publish_now) = h.session.depart_at_shutdown(h.now);
+    assert!(matches!(departure, Departure::End));
+    assert_eq!(&publish_now.unwrap().payload[..], b"gone");
+}

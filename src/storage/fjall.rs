@@ -155,6 +155,10 @@ impl FjallStore {
             let key = record::packet_id_key(client_id, packet_id);
             batch.insert(&self.incoming, key, &[record::FORMAT][..]);
         }
+        if let Some((client_id, session)) = write.session {
+            let value = record::encode_session(session, clock);
+            batch.insert(&self.sessions, record::client_prefix(client_id), value);
+        }
         self.commit(batch)
     }
 
@@ -359,23 +363,22 @@ impl FjallStore {
     }
 }
 
-/// Refuses a data dir written by a newer release; stamps a new one.
+/// Refuses a data dir written by a newer release; stamps a new one, and an older
+/// one with this release's format: records written from now on may be in it, so
+/// the older release must refuse the dir rather than meet a record it cannot read.
+/// Records already there keep their format; each is read by its own decoder.
 fn check_format(meta: &Keyspace, dir: &Path) -> Result<(), Error> {
-    match meta.get(FORMAT_KEY).map_err(io)? {
-        Some(value) => {
-            let found = value.first().copied().unwrap_or(0);
-            if found > record::FORMAT {
-                return Err(Error::NewerDataDir {
-                    dir: dir.to_path_buf(),
-                    found,
-                });
-            }
-            Ok(())
-        }
-        None => {
-            meta.insert(FORMAT_KEY, &[record::FORMAT][..]).map_err(io)?;
-            Ok(())
-        }
+    let found = meta
+        .get(FORMAT_KEY)
+        .map_err(io)?
+        .map(|value| value.first().copied().unwrap_or(0));
+    match found {
+        Some(found) if found > record::FORMAT => Err(Error::NewerDataDir {
+            dir: dir.to_path_buf(),
+            found,
+        }),
+        Some(record::FORMAT) => Ok(()),
+        _ => meta.insert(FORMAT_KEY, &[record::FORMAT][..]).map_err(io),
     }
 }
 
@@ -413,7 +416,10 @@ mod tests {
         let id = PacketId::new(7).unwrap();
         {
             let store = FjallStore::open(dir.path(), false).unwrap();
-            let record = SessionRecord::Online { expiry: None };
+            let record = SessionRecord::Online {
+                expiry: None,
+                will: None,
+            };
             store.save_session(&a, &record).unwrap();
             let write = PublishWrite {
                 deliveries: vec![(a.clone(), delivery(1, "x")), (a.clone(), delivery(2, "y"))],
@@ -455,6 +461,39 @@ mod tests {
         let error = FjallStore::open(dir.path(), false).unwrap_err();
         assert!(matches!(error, Error::NewerDataDir { found, .. } if found == record::FORMAT + 1));
         assert!(error.to_string().contains("newer rookery"), "{error}");
+    }
+
+    #[test]
+    fn format_1_data_dir_is_read_and_restamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ClientId::new("old");
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+            meta.insert(FORMAT_KEY, &[1][..]).unwrap();
+            let sessions = db
+                .keyspace("sessions", KeyspaceCreateOptions::default)
+                .unwrap();
+            let value = include_bytes!("../../tests/fixtures/records/v1_session_online.bin");
+            sessions
+                .insert(record::client_prefix(&old), &value[..])
+                .unwrap();
+        }
+        let store = FjallStore::open(dir.path(), false).unwrap();
+        let recovered = store.recover().unwrap();
+        assert_eq!(recovered.sessions[0].client_id, old);
+        assert_eq!(
+            recovered.sessions[0].record,
+            SessionRecord::Online {
+                expiry: Some(std::time::Duration::from_secs(30)),
+                will: None,
+            }
+        );
+        drop(store);
+        let db = Database::builder(dir.path()).open().unwrap();
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+        let stamp = meta.get(FORMAT_KEY).unwrap().unwrap();
+        assert_eq!(&stamp[..], &[record::FORMAT][..]);
     }
 
     impl FjallStore {

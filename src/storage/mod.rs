@@ -182,14 +182,58 @@ impl QueuedDelivery {
     }
 }
 
+/// A will as CONNECT described it; it becomes a [`Message`] only when published,
+/// because its expiry counts from then. Stored with the session record of a
+/// connected client, so that it survives the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WillMessage {
+    /// Will topic.
+    pub topic: TopicName,
+    /// Will payload.
+    pub payload: Bytes,
+    /// Will QoS.
+    pub qos: QoS,
+    /// Will retain flag.
+    pub retain: bool,
+    /// Forwarded will properties.
+    pub properties: Properties,
+    /// v5 Message Expiry Interval of the will.
+    pub expiry_interval: Option<u32>,
+    /// v5 Will Delay Interval.
+    pub delay: Duration,
+}
+
+impl WillMessage {
+    /// The will as a message published at `now`.
+    pub fn to_message(&self, now: Instant) -> Message {
+        Message {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at: self
+                .expiry_interval
+                .and_then(|seconds| now.checked_add(Duration::from_secs(u64::from(seconds)))),
+        }
+    }
+}
+
 /// What a session left on disk.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SessionRecord {
-    /// A connection holds the session. If the broker stops without a clean
-    /// detach, the session expires `expiry` after the restart (`None`: never).
+    /// A connection holds the session. If the broker stops without a detach (a
+    /// crash, or a shutdown, which keeps this record as it is), the session counts
+    /// as disconnected at the restart: it expires `expiry` after it, and its will
+    /// is published `will.delay` after it, or when the session expires first
+    /// ([MQTT-3.1.2-8], [MQTT-3.1.3-9]).
     Online {
         /// The session expiry interval; `None` until a clean start replaces it.
+        /// `Some(ZERO)` is a session that ends with its connection, stored only to
+        /// keep its will: after a restart the will is published at once.
         expiry: Option<Duration>,
+        /// The will from CONNECT, unless the session has none.
+        will: Option<Box<WillMessage>>,
     },
     /// The session waits offline.
     Offline {
@@ -220,12 +264,18 @@ pub struct PublishWrite<'a> {
     /// An inbound QoS 2 packet id that is now awaiting PUBREL: stored with the
     /// deliveries, so a crash can neither route the message twice nor lose it.
     pub incoming: Option<(&'a ClientId, PacketId)>,
+    /// The record of the session whose will this is, now without the will: stored
+    /// with the deliveries, so a crash can neither publish the will twice nor lose it.
+    pub session: Option<(&'a ClientId, &'a SessionRecord)>,
 }
 
 impl PublishWrite<'_> {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.retained.is_none() && self.incoming.is_none()
+        self.deliveries.is_empty()
+            && self.retained.is_none()
+            && self.incoming.is_none()
+            && self.session.is_none()
     }
 }
 

@@ -10,13 +10,18 @@
 //!
 //! Deadlines are stored as wall-clock milliseconds since the UNIX epoch: an
 //! [`Instant`] means nothing after a restart. [`Clock`] converts at the boundary.
+//!
+//! Formats:
+//! - 1: the first.
+//! - 2: an online session record also carries the will from CONNECT (so that
+//!   it survives a crash or a shutdown). Every other record is as in format 1.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Delivery, DeliveryState, Error, Message, SessionRecord, StoredWill};
+use super::{Delivery, DeliveryState, Error, Message, SessionRecord, StoredWill, WillMessage};
 use crate::protocol::codec::Reader;
 use crate::protocol::properties::Owner;
 use crate::protocol::{
@@ -24,7 +29,7 @@ use crate::protocol::{
 };
 
 /// The record format this release writes; it reads this one and every older one.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
 /// "No deadline" in a wall-clock field.
 const NEVER: u64 = u64::MAX;
@@ -87,9 +92,10 @@ impl Clock {
     }
 }
 
-fn check_format(r: &mut Reader) -> Result<(), Error> {
+/// Reads the version byte; returns it if this release reads that format.
+fn check_format(r: &mut Reader) -> Result<u8, Error> {
     match r.u8().map_err(corrupt)? {
-        FORMAT => Ok(()),
+        found @ 1..=FORMAT => Ok(found),
         found => Err(Error::UnknownFormat { found }),
     }
 }
@@ -294,9 +300,15 @@ pub fn encode_session(record: &SessionRecord, clock: Clock) -> Bytes {
     let mut buf = BytesMut::with_capacity(32);
     buf.put_u8(FORMAT);
     match record {
-        SessionRecord::Online { expiry } => {
+        SessionRecord::Online { expiry, will } => {
             buf.put_u8(ONLINE);
             buf.put_u64(expiry.map_or(NEVER, |d| u64::try_from(d.as_millis()).unwrap_or(NEVER)));
+            if let Some(will) = will {
+                buf.put_u8(1);
+                put_will(&mut buf, will);
+            } else {
+                buf.put_u8(0);
+            }
         }
         SessionRecord::Offline { expires_at, will } => {
             buf.put_u8(OFFLINE);
@@ -313,15 +325,23 @@ pub fn encode_session(record: &SessionRecord, clock: Clock) -> Bytes {
     buf.freeze()
 }
 
-/// Reads a session record.
+/// Reads a session record, in any format this release knows.
 pub fn decode_session(value: Bytes, clock: Clock) -> Result<SessionRecord, Error> {
     let mut r = Reader::new(value);
-    check_format(&mut r)?;
+    let format = check_format(&mut r)?;
     match r.u8().map_err(corrupt)? {
         ONLINE => {
             let millis = u64_of(&mut r)?;
             let expiry = (millis != NEVER).then(|| Duration::from_millis(millis));
-            Ok(SessionRecord::Online { expiry })
+            // Format 1 kept no will with an online session.
+            let will = match format {
+                1 => None,
+                _ => match r.u8().map_err(corrupt)? {
+                    0 => None,
+                    _ => Some(Box::new(read_will(&mut r)?)),
+                },
+            };
+            Ok(SessionRecord::Online { expiry, will })
         }
         OFFLINE => {
             let expires_at = clock.to_instant(u64_of(&mut r)?);
@@ -340,6 +360,43 @@ pub fn decode_session(value: Bytes, clock: Clock) -> Result<SessionRecord, Error
         }
         _ => Err(Error::Corrupt("unknown session state".into())),
     }
+}
+
+/// A will not yet published: its delay and expiry are intervals, since they
+/// count from a disconnection that has not happened yet.
+fn put_will(buf: &mut BytesMut, will: &WillMessage) {
+    let has_expiry = will.expiry_interval.is_some();
+    buf.put_u8(will.qos as u8 | (u8::from(will.retain) << 2) | (u8::from(has_expiry) << 3));
+    buf.put_u64(u64::try_from(will.delay.as_millis()).unwrap_or(NEVER));
+    buf.put_u32(will.expiry_interval.unwrap_or(0));
+    let topic = will.topic.as_str().as_bytes();
+    buf.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
+    buf.extend_from_slice(topic);
+    will.properties.encode(buf);
+    buf.extend_from_slice(&will.payload);
+}
+
+fn read_will(r: &mut Reader) -> Result<WillMessage, Error> {
+    let flags = r.u8().map_err(corrupt)?;
+    let qos = QoS::from_bits(flags & 0b11).ok_or_else(|| Error::Corrupt("QoS 3".into()))?;
+    let delay = Duration::from_millis(u64_of(r)?);
+    let expiry_interval = Some(r.u32().map_err(corrupt)?).filter(|_| flags & 0b1000 != 0);
+    let len = usize::from(r.u16().map_err(corrupt)?);
+    let topic = r.take(len).map_err(corrupt)?;
+    let topic = std::str::from_utf8(&topic)
+        .map_err(|_| Error::Corrupt("will topic not UTF-8".into()))
+        .and_then(|topic| TopicName::new(topic).map_err(corrupt))?;
+    let properties = Properties::decode(r, Owner::PUBLISH).map_err(corrupt)?;
+    r.check_violation().map_err(corrupt)?;
+    Ok(WillMessage {
+        topic,
+        payload: r.rest(),
+        qos,
+        retain: flags & 0b100 != 0,
+        properties,
+        expiry_interval,
+        delay,
+    })
 }
 
 #[cfg(test)]
@@ -398,11 +455,22 @@ mod tests {
         let clock = Clock::now();
         let online = SessionRecord::Online {
             expiry: Some(Duration::from_secs(30)),
+            will: None,
         };
         assert_eq!(
             decode_session(encode_session(&online, clock), clock).unwrap(),
             online
         );
+        for expiry_interval in [None, Some(0), Some(60)] {
+            let online = SessionRecord::Online {
+                expiry: Some(Duration::ZERO),
+                will: Some(Box::new(will(expiry_interval))),
+            };
+            assert_eq!(
+                decode_session(encode_session(&online, clock), clock).unwrap(),
+                online
+            );
+        }
         let offline = SessionRecord::Offline {
             expires_at: None,
             will: Some(StoredWill {
@@ -414,6 +482,49 @@ mod tests {
             decode_session(encode_session(&offline, clock), clock).unwrap(),
             offline
         );
+    }
+
+    fn will(expiry_interval: Option<u32>) -> WillMessage {
+        let message = message();
+        WillMessage {
+            topic: message.topic,
+            payload: message.payload,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: message.properties,
+            expiry_interval,
+            delay: Duration::from_millis(1_500),
+        }
+    }
+
+    /// Records as release 1 wrote them, kept as files (`tests/fixtures/records/`):
+    /// a data dir from before wills were stored with online sessions still opens.
+    #[test]
+    fn format_1_session_records_still_decode() {
+        let clock = Clock::now();
+        let online = Bytes::from_static(include_bytes!(
+            "../../tests/fixtures/records/v1_session_online.bin"
+        ));
+        assert_eq!(
+            decode_session(online, clock).unwrap(),
+            SessionRecord::Online {
+                expiry: Some(Duration::from_secs(30)),
+                will: None,
+            }
+        );
+        let offline = Bytes::from_static(include_bytes!(
+            "../../tests/fixtures/records/v1_session_offline_will.bin"
+        ));
+        let SessionRecord::Offline { expires_at, will } = decode_session(offline, clock).unwrap()
+        else {
+            panic!("not an offline record");
+        };
+        assert_eq!(expires_at, None);
+        let will = will.unwrap();
+        assert!(will.publish_at <= clock.instant, "due long ago");
+        assert_eq!(will.message.topic.as_str(), "w/gone");
+        assert_eq!(&will.message.payload[..], b"bye");
+        assert_eq!(will.message.qos, QoS::AtLeastOnce);
     }
 
     #[test]

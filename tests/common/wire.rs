@@ -101,6 +101,18 @@ impl WireBroker {
         self.addrs[index]
     }
 
+    /// The broker's shared state (registry, metrics).
+    pub fn broker(&self) -> &std::sync::Arc<rookery::Broker> {
+        self.server.as_ref().expect("running").broker()
+    }
+
+    /// Tasks alive on the broker's runtime: one per connection, plus the
+    /// listeners' and the housekeeping's.
+    pub fn alive_tasks(&self) -> usize {
+        let runtime = self.runtime.as_ref().expect("running");
+        runtime.metrics().num_alive_tasks()
+    }
+
     /// A connection with nothing sent yet.
     pub async fn open(&self, transport: Transport, version: ProtocolVersion) -> Wire {
         let addr = self.addr(transport);
