@@ -61,6 +61,15 @@ async fn device(addr: SocketAddr, connect: Connect) -> RawClient {
 }
 
 /// The topics of every will the watcher receives until it is quiet.
+/// Asserts that a fresh subscriber to the wills gets none: nothing is published
+/// again, or at all.
+async fn assert_no_wills(addr: SocketAddr) {
+    assert_eq!(
+        wills(&mut resume_watcher(addr).await).await,
+        Vec::<String>::new()
+    );
+}
+
 async fn wills(watcher: &mut RawClient) -> Vec<String> {
     let mut topics: Vec<String> = watcher
         .publishes_until_quiet(QUIET)
@@ -99,10 +108,7 @@ async fn issue_12_kill_9_publishes_a_connected_sessions_will_once_after_its_dela
 
     // Published, and the record says so: another crash does not bring it back.
     let broker = BrokerProcess::start(dir.path()).await;
-    assert_eq!(
-        wills(&mut resume_watcher(broker.addr).await).await,
-        Vec::<String>::new()
-    );
+    assert_no_wills(broker.addr).await;
     broker.kill();
 }
 
@@ -123,10 +129,7 @@ async fn issue_12_kill_9_publishes_the_will_of_a_session_that_ended_with_its_con
     broker.kill();
 
     let broker = BrokerProcess::start(dir.path()).await;
-    assert_eq!(
-        wills(&mut resume_watcher(broker.addr).await).await,
-        Vec::<String>::new()
-    );
+    assert_no_wills(broker.addr).await;
     broker.kill();
 }
 
@@ -163,10 +166,7 @@ async fn issue_12_normal_disconnect_before_kill_9_leaves_no_will() {
     broker.kill();
 
     let broker = BrokerProcess::start(dir.path()).await;
-    assert_eq!(
-        wills(&mut resume_watcher(broker.addr).await).await,
-        Vec::<String>::new()
-    );
+    assert_no_wills(broker.addr).await;
     broker.kill();
 }
 
@@ -190,10 +190,7 @@ async fn issue_12_shutdown_keeps_a_persistent_sessions_will_until_after_the_rest
     watcher.expect_silence(QUIET).await;
     drop(watcher);
     let broker = broker.restart().await;
-    assert_eq!(
-        wills(&mut resume_watcher(broker.addr).await).await,
-        Vec::<String>::new()
-    );
+    assert_no_wills(broker.addr).await;
     broker.stop().await;
 }
 
@@ -223,9 +220,6 @@ async fn issue_12_shutdown_publishes_the_will_of_a_session_that_ends_with_it_onc
     assert_eq!(wills(&mut watcher).await, ["w/dev4", "w/dev5"]);
     drop(watcher);
     let broker = broker.restart().await;
-    assert_eq!(
-        wills(&mut resume_watcher(broker.addr).await).await,
-        Vec::<String>::new()
-    );
+    assert_no_wills(broker.addr).await;
     broker.stop().await;
 }
