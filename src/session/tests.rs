@@ -479,34 +479,31 @@ fn received(broker: &Broker) -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
-#[test]
-fn takeover_that_continues_the_session_cancels_the_will_v5() {
-    // [MQTT-3.1.3-9] a new connection before the delay passes: no will, session present.
+/// A session with a 30 s delayed will is taken over by a connection with
+/// `clean_start`: whether a session is present, and how many messages (wills) the
+/// broker received.
+fn settle_takeover_of_delayed_will(clean_start: bool) -> (bool, u64) {
     let mut h = delayed_will_harness(30);
     let (departure, _) = h.session.hand_over(h.now);
     let Departure::Offline { will, .. } = departure else {
         panic!("persistent")
     };
     let client_id = h.session.client_id().clone();
-    assert!(h
-        .broker
-        .settle_session(&client_id, false, crate::broker::Prior::Session { will }));
-    assert_eq!(received(&h.broker), 0);
+    let prior = crate::broker::Prior::Session { will };
+    let is_present = h.broker.settle_session(&client_id, clean_start, prior);
+    (is_present, received(&h.broker))
+}
+
+#[test]
+fn takeover_that_continues_the_session_cancels_the_will_v5() {
+    // [MQTT-3.1.3-9] a new connection before the delay passes: no will, session present.
+    assert_eq!(settle_takeover_of_delayed_will(false), (true, 0));
 }
 
 #[test]
 fn takeover_that_ends_the_session_publishes_a_delayed_will_at_once_v5() {
     // [MQTT-3.1.3-9] "or the Session ends, whichever happens first".
-    let mut h = delayed_will_harness(30);
-    let (departure, _) = h.session.hand_over(h.now);
-    let Departure::Offline { will, .. } = departure else {
-        panic!("persistent")
-    };
-    let client_id = h.session.client_id().clone();
-    assert!(!h
-        .broker
-        .settle_session(&client_id, true, crate::broker::Prior::Session { will }));
-    assert_eq!(received(&h.broker), 1);
+    assert_eq!(settle_takeover_of_delayed_will(true), (false, 1));
 }
 
 fn message(topic: &str, qos: QoS) -> Message {
