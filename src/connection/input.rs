@@ -65,8 +65,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// disconnects and closes in one burst). What it sent before closing still
     /// counts: its messages are routed, and a DISCONNECT in there takes effect.
     pub(super) fn read_what_was_sent(&mut self, session: &mut Session) -> Ending {
-        self.out.buffer().clear();
         let ending = self.handle_ready(session, CLOSED_READS);
+        // Neither the answers that could not be written nor those to what was
+        // just read can reach the client.
         self.out.buffer().clear();
         ending.unwrap_or(Ending::Lost)
     }
