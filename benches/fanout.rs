@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rookery::broker::mailbox::Mailbox;
-use rookery::broker::registry::Link;
+use rookery::broker::message::{Delivery, Message};
 use rookery::broker::router::{Filter, Subscription};
-use rookery::broker::Broker;
+use rookery::broker::{Broker, Link, Mailbox, SessionRequest};
 use rookery::config::{Limits, SessionConfig};
 use rookery::protocol::{ClientId, Properties, QoS, SubscriptionOptions, TopicName};
-use rookery::storage::{Delivery, Message, Storage};
+use rookery::storage::Storage;
 
 const SUBSCRIBERS: usize = 1_000;
 
@@ -23,7 +22,12 @@ fn fanout(c: &mut Criterion) {
         ..Limits::default()
     };
     let broker = Broker::new(limits, SessionConfig::default(), Storage::in_memory());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let mut mailboxes: Vec<Arc<Mailbox>> = Vec::with_capacity(SUBSCRIBERS);
+    let mut slots = Vec::with_capacity(SUBSCRIBERS);
     for i in 0..SUBSCRIBERS {
         let client_id = ClientId::new(format!("sub-{i}"));
         let mailbox = Arc::new(Mailbox::default());
@@ -32,7 +36,13 @@ fn fanout(c: &mut Criterion) {
             mailbox: mailbox.clone(),
             is_persistent: false,
         };
-        broker.registry().attach(&client_id, link);
+        let request = SessionRequest {
+            client_id: &client_id,
+            clean_start: true,
+            expiry: Some(std::time::Duration::ZERO),
+            will: None,
+        };
+        let attached = runtime.block_on(broker.connect(request, link)).unwrap();
         let subscription = Subscription {
             options: SubscriptionOptions {
                 qos: QoS::AtLeastOnce,
@@ -46,8 +56,11 @@ fn fanout(c: &mut Criterion) {
             "sensors/#"
         })
         .unwrap();
-        broker.subscribe(&client_id, &filter, subscription).unwrap();
+        broker
+            .subscribe(&client_id, attached.claim, &filter, subscription)
+            .unwrap();
         mailboxes.push(mailbox);
+        slots.push(attached.slot);
     }
     let publisher = ClientId::new("publisher");
     let message = Arc::new(Message {
@@ -71,10 +84,8 @@ fn fanout(c: &mut Criterion) {
                     mailbox.take(usize::MAX, &mut batch);
                     batch.clear();
                 }
-                for i in 0..SUBSCRIBERS {
-                    if let Some(slot) = broker.registry().get(&ClientId::new(format!("sub-{i}"))) {
-                        slot.release();
-                    }
+                for slot in &slots {
+                    slot.release();
                 }
             }
             start.elapsed()

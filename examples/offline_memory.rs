@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rookery::config::StorageConfig;
-use rookery::protocol::{ClientId, Properties, QoS, SubscriptionOptions, TopicName};
-use rookery::storage::{
-    Delivery, DeliveryState, Message, PublishWrite, QueuedDelivery, SessionRecord, Storage,
+use rookery::broker::message::{Delivery, Message};
+use rookery::broker::seam::{
+    Claim, DeliveryState, MessageLog, PublishWrite, QueuedDelivery, SessionRecord, SessionStore,
     StoredSubscription,
 };
+use rookery::config::StorageConfig;
+use rookery::protocol::{ClientId, Properties, QoS, SubscriptionOptions, TopicName};
+use rookery::storage::Storage;
 
 fn fill(dir: &std::path::Path, sessions: usize, messages: usize) -> anyhow::Result<()> {
     let storage = Storage::open(&StorageConfig {
@@ -26,14 +28,13 @@ fn fill(dir: &std::path::Path, sessions: usize, messages: usize) -> anyhow::Resu
         .map(|i| ClientId::new(format!("offline-{i:06}")))
         .collect();
     for client_id in &clients {
-        storage.save_session(
-            client_id,
-            &SessionRecord::Offline {
-                expires_at: None,
-                will: None,
-            },
-        )?;
-        storage.save_subscription(&StoredSubscription {
+        // Written as a session restored at start-up is: with the zero claim.
+        let record = SessionRecord::Offline {
+            expires_at: None,
+            will: None,
+        };
+        storage.save(client_id, &record, Claim::default())?;
+        let subscription = StoredSubscription {
             client_id: client_id.clone(),
             filter: format!("devices/{client_id}/#"),
             options: SubscriptionOptions {
@@ -41,7 +42,8 @@ fn fill(dir: &std::path::Path, sessions: usize, messages: usize) -> anyhow::Resu
                 ..Default::default()
             },
             identifier: None,
-        })?;
+        };
+        storage.save_subscription(&subscription, Claim::default())?;
     }
     for seq in 1..=messages as u64 {
         for chunk in clients.chunks(1000) {
@@ -73,7 +75,7 @@ fn fill(dir: &std::path::Path, sessions: usize, messages: usize) -> anyhow::Resu
                     )
                 })
                 .collect();
-            storage.commit_publish(&PublishWrite {
+            storage.append(&PublishWrite {
                 deliveries,
                 ..PublishWrite::default()
             })?;
@@ -100,7 +102,7 @@ fn serve(dir: &std::path::Path) -> anyhow::Result<()> {
             .unwrap_or("VmRSS: ?");
         println!(
             "{} sessions restored in {recovered_in:.2?}; {rss}",
-            server.broker().registry().len()
+            server.broker().session_count()
         );
         server.shutdown().await;
         anyhow::Ok(())

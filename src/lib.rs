@@ -1,12 +1,14 @@
 //! Rookery: an MQTT 3.1, 3.1.1 and 5.0 broker.
 //!
 //! ```text
-//! listener (tcp | tls | ws | wss)        accept, connection limit, TLS and WebSocket handshakes
+//! listener (tcp | tls | ws | wss)         accept, connection limit, TLS handshake, WebSocket upgrade
 //!   └─ connection task (1 per client)     bytes ⇄ Packet, select! loop, keep-alive, shutdown
 //!        └─ Session (sync state machine)  MQTT rules: CONNECT, SUBSCRIBE, PUBLISH, QoS 1/2, will
-//!             └─ Broker (Arc, shared)     router (trie + $share) · retained · registry (who is where)
-//!                  ├─ fan-out ──────────→ other clients' mailboxes
-//!                  └─ Storage             queues · in-flight state of persistent sessions
+//!             └─ Broker (Arc, shared)     use cases: connect · disconnect · publish · subscribe
+//!                  │                      router (trie + $share) · retained trie · registry (who is where)
+//!                  ├─ fan-out ──────────→ this node's clients' mailboxes
+//!                  └─ seams               SessionStore · MessageLog · RetainStore · Fanout
+//!                       └─ Storage (fjall) + LocalOnly fanout on a single node
 //! ```
 //!
 //! A connection task owns its socket, its [`session::Session`] and its mailbox.
@@ -14,6 +16,10 @@
 //! deliveries of persistent sessions in one batch, hand each delivery to its
 //! subscriber's mailbox, and only then acknowledge the publisher. "Acknowledged"
 //! therefore means "stored", and each publisher's order is kept for free.
+//!
+//! The broker reaches storage and other nodes only through the four traits in
+//! [`broker::seam`]; [`storage::Storage`] implements the storage ones for a
+//! single node.
 //!
 //! Start a broker on an already-bound listener (as tests and embedders do):
 //!
@@ -38,9 +44,10 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod server;
 pub mod session;
 pub mod storage;
 
 pub use broker::Broker;
 pub use config::Config;
-pub use listener::Server;
+pub use server::Server;

@@ -300,7 +300,6 @@ async fn kick_is_logged_as_an_administrative_disconnect() {
     assert!(broker
         .server
         .broker()
-        .registry()
         .kick(&rookery::protocol::ClientId::new("kicked")));
     client.drain_until_closed().await;
     let line = log.wait_for("client disconnected", "kicked").await;

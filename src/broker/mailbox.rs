@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::message::Delivery;
 use super::registry::Control;
-use crate::storage::Delivery;
 
 #[derive(Debug, Default)]
 struct State {
@@ -118,8 +118,8 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::message::Message;
     use crate::protocol::{Properties, QoS, TopicName};
-    use crate::storage::Message;
     use std::sync::Arc;
 
     fn delivery(n: u8) -> Delivery {

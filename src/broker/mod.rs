@@ -9,14 +9,23 @@
 
 pub mod arrival;
 pub mod directory;
-pub mod mailbox;
+mod lifecycle;
+mod mailbox;
+pub mod message;
 mod recovery;
-pub use recovery::Prior;
-pub mod registry;
+mod registry;
 pub mod retained;
 pub mod router;
+pub mod seam;
+mod stored;
 pub mod sys;
 pub mod trie;
+
+pub use lifecycle::{Attached, SessionRequest};
+pub use mailbox::Mailbox;
+pub use registry::{
+    Admission, Census, ClientSlot, Control, Departure, Detached, Link, PendingWill,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,12 +38,14 @@ use crate::auth::{Action, Authenticator, ClientIdentity};
 use crate::config::{Limits, MqttConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, PacketId, TopicFilter};
-use crate::storage::{
-    self, Delivery, Message, PublishWrite, QueuedDelivery, Storage, StoredSubscription,
-};
-use registry::{Admission, Registry};
+use message::{Delivery, Message};
+use registry::Registry;
 use retained::Retained;
 use router::{Filter, Router, Subscription, Target};
+use seam::{
+    Claim, Fanout, MessageLog, PublishWrite, QueuedDelivery, RetainStore, Seams, SessionRecord,
+    SessionStore, StoredSubscription, SyncPoint,
+};
 
 /// State shared by every connection. Created once, behind an `Arc`.
 #[derive(Debug)]
@@ -42,7 +53,10 @@ pub struct Broker {
     router: RwLock<Router>,
     retained: RwLock<Retained>,
     registry: Registry,
-    storage: Storage,
+    sessions: Arc<dyn SessionStore>,
+    log: Arc<dyn MessageLog>,
+    retain_store: Arc<dyn RetainStore>,
+    fanout: Arc<dyn Fanout>,
     metrics: Metrics,
     limits: Limits,
     session_config: SessionConfig,
@@ -68,13 +82,18 @@ pub struct Routed {
 }
 
 impl Broker {
-    /// A broker with the given limits and session rules, over `storage`.
-    pub fn new(limits: Limits, session_config: SessionConfig, storage: Storage) -> Broker {
+    /// A broker with the given limits and session rules, on `seams` (for a single
+    /// node, a [`crate::storage::Storage`] converts into them).
+    pub fn new(limits: Limits, session_config: SessionConfig, seams: impl Into<Seams>) -> Broker {
+        let seams = seams.into();
         Broker {
             router: RwLock::new(Router::default()),
             retained: RwLock::new(Retained::default()),
             registry: Registry::default(),
-            storage,
+            sessions: seams.sessions,
+            log: seams.log,
+            retain_store: seams.retained,
+            fanout: seams.fanout,
             metrics: Metrics::default(),
             limits,
             session_config,
@@ -118,14 +137,66 @@ impl Broker {
         &self.metrics
     }
 
-    /// The store.
-    pub fn storage(&self) -> &Storage {
-        &self.storage
+    /// Sessions online and offline, and the messages queued for all of them.
+    pub fn census(&self) -> Census {
+        self.registry.census()
     }
 
-    /// Sessions and where they are.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// Every session: its client id, whether it is online, and its queue length.
+    pub fn sessions(&self) -> Vec<(ClientId, bool, usize)> {
+        self.registry.sessions()
+    }
+
+    /// Number of sessions, online and offline.
+    pub fn session_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Asks the connection holding `client_id` to disconnect its client (v5
+    /// DISCONNECT 0x98). Returns whether one was online.
+    pub fn kick(&self, client_id: &ClientId) -> bool {
+        self.registry.kick(client_id)
+    }
+
+    /// The point every stored write has reached; see [`Broker::wait_durable`].
+    pub fn sync_point(&self) -> SyncPoint {
+        self.log.sync_point()
+    }
+
+    /// Waits until every write up to `point` is durable (`fsync` durability;
+    /// immediate otherwise). Cancel-safe.
+    pub async fn wait_durable(&self, point: SyncPoint) -> Result<(), seam::Error> {
+        self.log.wait_durable(point).await
+    }
+
+    /// Makes everything stored durable (graceful shutdown).
+    pub fn sync_storage(&self) -> Result<(), seam::Error> {
+        self.log.sync()
+    }
+
+    /// Retained messages changed by other nodes, to apply with
+    /// [`Broker::apply_retained`]; `None` for a single node.
+    pub fn watch_retained(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<Message>>> {
+        self.retain_store.watch()
+    }
+
+    /// Mirrors a retained message another node stored.
+    pub fn apply_retained(&self, message: Arc<Message>) {
+        self.retained.write().set(message);
+    }
+
+    /// Messages published on other nodes, to route with [`Broker::publish_remote`];
+    /// `None` for a single node.
+    pub fn take_remote_inbound(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<Message>>> {
+        self.fanout.take_inbound()
+    }
+
+    /// Routes a message published on another node to this node's subscribers.
+    /// Its node stored the retained message and acknowledged the publisher.
+    pub fn publish_remote(&self, message: Arc<Message>) -> Result<Routed, seam::Error> {
+        self.route(&ClientId::new(""), message, None, None)
     }
 
     /// The current authentication and ACL policy; everyone may do everything until
@@ -176,9 +247,11 @@ impl Broker {
         &self,
         publisher: &ClientId,
         message: Arc<Message>,
-    ) -> Result<Routed, storage::Error> {
+    ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        self.route(publisher, message, None, None)
+        let routed = self.route(publisher, message.clone(), None, None)?;
+        self.fanout.publish(&message);
+        Ok(routed)
     }
 
     /// Publishes the will of the session `of` and, in the same write, replaces its
@@ -188,10 +261,12 @@ impl Broker {
         &self,
         of: &ClientId,
         message: Arc<Message>,
-        record: &storage::SessionRecord,
-    ) -> Result<Routed, storage::Error> {
+        record: &SessionRecord,
+    ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        self.route(of, message, None, Some((of, record)))
+        let routed = self.route(of, message.clone(), None, Some((of, record)))?;
+        self.fanout.publish(&message);
+        Ok(routed)
     }
 
     /// [`Broker::publish`] for an inbound QoS 2 message of a persistent session: its
@@ -202,9 +277,11 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
         packet_id: PacketId,
-    ) -> Result<Routed, storage::Error> {
+    ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        self.route(publisher, message, Some(packet_id), None)
+        let routed = self.route(publisher, message.clone(), Some(packet_id), None)?;
+        self.fanout.publish(&message);
+        Ok(routed)
     }
 
     fn count_received(&self, message: &Message) {
@@ -223,8 +300,8 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
         incoming: Option<PacketId>,
-        session: Option<(&ClientId, &storage::SessionRecord)>,
-    ) -> Result<Routed, storage::Error> {
+        session: Option<(&ClientId, &SessionRecord)>,
+    ) -> Result<Routed, seam::Error> {
         let mut targets = Vec::new();
         self.router
             .read()
@@ -234,7 +311,6 @@ impl Broker {
             dropped: 0,
         };
         let mut write = PublishWrite {
-            retained: Some(&*message).filter(|message| message.retain),
             incoming: incoming.map(|packet_id| (publisher, packet_id)),
             session,
             ..PublishWrite::default()
@@ -266,7 +342,11 @@ impl Broker {
                 .messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
-        if let Err(error) = self.storage.commit_publish(&write) {
+        let stored = match message.retain {
+            true => self.retain_store.put(&message),
+            false => Ok(()),
+        };
+        if let Err(error) = stored.and_then(|()| self.log.append(&write)) {
             for (slot, _) in &sends {
                 slot.release();
             }
@@ -287,34 +367,46 @@ impl Broker {
     pub fn subscribe(
         &self,
         client_id: &ClientId,
+        claim: Claim,
         filter: &Filter,
         subscription: Subscription,
-    ) -> Result<bool, storage::Error> {
+    ) -> Result<bool, seam::Error> {
+        let text = filter.to_string();
         if self.is_persistent(client_id) {
-            self.storage.save_subscription(&StoredSubscription {
+            let stored = StoredSubscription {
                 client_id: client_id.clone(),
-                filter: filter.to_string(),
+                filter: text.clone(),
                 options: subscription.options,
                 identifier: subscription.identifier,
-            })?;
+            };
+            self.sessions.save_subscription(&stored, claim)?;
         }
-        Ok(self
+        let existed = self
             .router
             .write()
-            .subscribe(client_id, filter, subscription))
+            .subscribe(client_id, filter, subscription);
+        if !existed {
+            self.fanout.add_interest(&text);
+        }
+        Ok(existed)
     }
 
     /// Removes a subscription; returns whether it existed.
     pub fn unsubscribe(
         &self,
         client_id: &ClientId,
+        claim: Claim,
         filter: &Filter,
-    ) -> Result<bool, storage::Error> {
+    ) -> Result<bool, seam::Error> {
+        let text = filter.to_string();
         if self.is_persistent(client_id) {
-            self.storage
-                .remove_subscription(client_id, &filter.to_string())?;
+            self.sessions.remove_subscription(client_id, &text, claim)?;
         }
-        Ok(self.router.write().unsubscribe(client_id, filter))
+        let existed = self.router.write().unsubscribe(client_id, filter);
+        if existed {
+            self.fanout.remove_interest(&text);
+        }
+        Ok(existed)
     }
 
     fn is_persistent(&self, client_id: &ClientId) -> bool {
@@ -338,22 +430,6 @@ impl Broker {
             .collect()
     }
 
-    /// Deletes an offline session (admin action). Returns `false`, touching
-    /// nothing, if the session is online or does not exist.
-    pub fn delete_offline_session(&self, client_id: &ClientId) -> Result<bool, storage::Error> {
-        let is_offline = self
-            .registry
-            .sessions()
-            .iter()
-            .any(|(id, is_online, _)| id == client_id && !is_online);
-        if !is_offline {
-            return Ok(false);
-        }
-        self.registry.remove(client_id);
-        self.end_session(client_id)?;
-        Ok(true)
-    }
-
     /// Number of subscriptions over all sessions.
     pub fn subscription_count(&self) -> usize {
         self.router.read().len()
@@ -369,21 +445,13 @@ impl Broker {
         self.retained.read().len()
     }
 
-    /// Deletes everything a session owned: its subscriptions and its stored state.
-    /// Called when a session ends (clean start, expiry, or a non-persistent session's
-    /// connection closing).
-    pub fn end_session(&self, client_id: &ClientId) -> Result<(), storage::Error> {
-        self.router.write().remove_client(client_id);
-        self.storage.delete_session(client_id)
-    }
-
     /// Expires offline sessions and publishes wills whose delay passed. Called
     /// periodically by the server with the current time.
     pub fn on_tick(&self, now: Instant) {
         let due = self.registry.take_due(now);
         for will in due.wills {
             // An expired session's record goes next; until then it holds no will.
-            let record = storage::SessionRecord::Offline {
+            let record = SessionRecord::Offline {
                 expires_at: will.expires_at,
                 will: None,
             };
@@ -392,11 +460,13 @@ impl Broker {
             }
         }
         Metrics::add(&self.metrics.sessions_expired, due.expired.len() as u64);
-        for client_id in due.expired {
+        for (client_id, claim) in due.expired {
             tracing::debug!(%client_id, "session expired");
-            if let Err(error) = self.end_session(&client_id) {
+            if let Err(error) = self.end_session(&client_id, claim) {
                 tracing::error!(%client_id, %error, "could not delete an expired session");
             }
+            self.sessions.release(&client_id, claim);
+            self.registry.finish_ending(&client_id, registry::EXPIRY);
         }
     }
 }

@@ -14,9 +14,10 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::mailbox::Mailbox;
+use super::seam::Claim;
 
+use super::message::{Delivery, Message};
 use crate::protocol::{ClientId, QoS};
-use crate::storage::{Delivery, Message};
 
 /// A request from the broker to a connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,10 @@ pub struct PendingWill {
     pub message: Arc<Message>,
 }
 
+/// The connection id under which an expired (or deleted) offline session is
+/// [`Presence::Ending`]: connection ids start at 1.
+pub const EXPIRY: u64 = 0;
+
 /// Where a session is now.
 #[derive(Debug)]
 enum Presence {
@@ -55,6 +60,13 @@ enum Presence {
     Offline {
         expires_at: Option<Instant>,
         will: Option<PendingWill>,
+    },
+    /// The connection that held the session ended it and is deleting what it
+    /// kept; the slot stays until then, so that a new connection with the same
+    /// client id waits for the clean-up instead of racing it (see
+    /// [`Registry::finish_ending`]).
+    Ending {
+        connection_id: u64,
     },
 }
 
@@ -65,6 +77,9 @@ pub struct ClientSlot {
     next_seq: AtomicU64,
     queued: AtomicUsize,
     presence: Mutex<Presence>,
+    /// The epoch of the claim of the connection that holds (or last held) the
+    /// session; 0 for a session restored at start-up.
+    claim: AtomicU64,
     /// Connections that were replaced while they still held the session, each
     /// with the channel its successor waits on. Locked only under `presence`.
     handovers: Mutex<Vec<(u64, oneshot::Sender<Departure>)>>,
@@ -92,6 +107,7 @@ impl ClientSlot {
         match &*self.presence.lock() {
             Presence::Online(link) => link.is_persistent,
             Presence::Offline { .. } => true,
+            Presence::Ending { .. } => false,
         }
     }
 
@@ -101,6 +117,7 @@ impl ClientSlot {
         let (is_online, is_persistent) = match &*presence {
             Presence::Online(link) => (true, link.is_persistent),
             Presence::Offline { .. } => (false, true),
+            Presence::Ending { .. } => (false, false),
         };
         let must_store = is_persistent && (qos > QoS::AtMostOnce || (!is_online && queue_qos0));
         if !is_online && !must_store {
@@ -137,6 +154,18 @@ impl ClientSlot {
             });
     }
 
+    /// Records the claim of the connection that now holds the session.
+    pub fn set_claim(&self, claim: Claim) {
+        self.claim.store(claim.epoch, Ordering::Relaxed);
+    }
+
+    /// The claim of the connection that holds, or last held, the session.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            epoch: self.claim.load(Ordering::Relaxed),
+        }
+    }
+
     /// Resets the queue count to what a resumed session actually holds.
     pub fn set_queued(&self, count: usize) {
         self.queued.store(count, Ordering::Relaxed);
@@ -168,9 +197,15 @@ pub enum Previous {
         /// Completed when the old connection detaches (dropped if it never does).
         departed: oneshot::Receiver<Departure>,
     },
+    /// The connection that held it ended the session and is deleting what it
+    /// kept; `departed` completes (with [`Departure::End`]) once it is done.
+    Ending {
+        /// Completed when the clean-up is over.
+        departed: oneshot::Receiver<Departure>,
+    },
 }
 
-/// What became of a connection's departure (see [`Registry::detach`]).
+/// What became of a connection's departure (see [`crate::Broker::disconnect`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Detached {
     /// The connection still held the session: the departure took effect.
@@ -204,8 +239,10 @@ pub enum Departure {
 /// Everything due at a given time: expired sessions and wills whose delay passed.
 #[derive(Debug, Default)]
 pub struct Due {
-    /// Sessions whose expiry passed; their state must be deleted.
-    pub expired: Vec<ClientId>,
+    /// Sessions whose expiry passed, with the claim of their last connection:
+    /// their state must be deleted, then [`Registry::finish_ending`] called with
+    /// [`EXPIRY`].
+    pub expired: Vec<(ClientId, Claim)>,
     /// Wills to publish now; their sessions' stored records must forget them.
     pub wills: Vec<DueWill>,
 }
@@ -234,7 +271,7 @@ pub struct Restored {
     pub queued: usize,
 }
 
-/// What [`Registry::census`] counted.
+/// Sessions counted by [`crate::Broker::census`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Census {
     /// Sessions with a connection.
@@ -276,6 +313,7 @@ impl Registry {
                         will: None,
                     }),
                     handovers: Mutex::default(),
+                    claim: AtomicU64::new(0),
                 })
             });
             slot.clone()
@@ -290,6 +328,11 @@ impl Registry {
                     link: old,
                     departed,
                 }
+            }
+            Presence::Ending { connection_id } => {
+                let (done, departed) = oneshot::channel();
+                slot.handovers.lock().push((connection_id, done));
+                Previous::Ending { departed }
             }
             Presence::Offline { .. } if is_new => Previous::Nothing,
             Presence::Offline { will, .. } => Previous::Offline { will },
@@ -310,6 +353,7 @@ impl Registry {
                 will: restored.will,
             }),
             handovers: Mutex::default(),
+            claim: AtomicU64::new(0),
         });
         self.clients.write().insert(client_id, slot);
     }
@@ -323,8 +367,7 @@ impl Registry {
         connection_id: u64,
         departure: Departure,
     ) -> Detached {
-        let mut clients = self.clients.write();
-        let Some(slot) = clients.get(client_id).cloned() else {
+        let Some(slot) = self.get(client_id) else {
             return Detached::Stale;
         };
         let mut presence = slot.presence.lock();
@@ -340,10 +383,7 @@ impl Registry {
             };
         }
         match departure {
-            Departure::End => {
-                drop(presence);
-                clients.remove(client_id);
-            }
+            Departure::End => *presence = Presence::Ending { connection_id },
             Departure::Offline { expires_at, will } => {
                 *presence = Presence::Offline { expires_at, will };
             }
@@ -357,9 +397,40 @@ impl Registry {
         Detached::Own
     }
 
-    /// Removes a session whatever its state (a clean start discarding it).
-    pub fn remove(&self, client_id: &ClientId) {
-        self.clients.write().remove(client_id);
+    /// Ends the [`Presence::Ending`] that [`Registry::detach`] left: removes the
+    /// slot, or, if a new connection attached meanwhile, tells it the session ended.
+    pub fn finish_ending(&self, client_id: &ClientId, connection_id: u64) {
+        let mut clients = self.clients.write();
+        let Some(slot) = clients.get(client_id).cloned() else {
+            return;
+        };
+        let presence = slot.presence.lock();
+        if matches!(&*presence, Presence::Ending { connection_id: id } if *id == connection_id) {
+            drop(presence);
+            clients.remove(client_id);
+            return;
+        }
+        let mut handovers = slot.handovers.lock();
+        if let Some(index) = handovers.iter().position(|(id, _)| *id == connection_id) {
+            let (_, successor) = handovers.swap_remove(index);
+            let _ = successor.send(Departure::End);
+        }
+    }
+
+    /// Marks an offline session as ending (an admin deleting it), so that a new
+    /// connection waits for the clean-up; returns the claim of its last
+    /// connection, or `None` if the session is online or does not exist. Call
+    /// [`Registry::finish_ending`] with [`EXPIRY`] once it is deleted.
+    pub fn begin_ending(&self, client_id: &ClientId) -> Option<Claim> {
+        let slot = self.get(client_id)?;
+        let mut presence = slot.presence.lock();
+        if !matches!(&*presence, Presence::Offline { .. }) {
+            return None;
+        }
+        *presence = Presence::Ending {
+            connection_id: EXPIRY,
+        };
+        Some(slot.claim())
     }
 
     /// Sessions online and offline, and the messages queued for all of them. Locks
@@ -369,7 +440,7 @@ impl Registry {
         let mut census = Census::default();
         for slot in clients.values() {
             match &*slot.presence.lock() {
-                Presence::Online(_) => census.online += 1,
+                Presence::Online(_) | Presence::Ending { .. } => census.online += 1,
                 Presence::Offline { .. } => census.offline += 1,
             }
             census.queued += slot.queued.load(Ordering::Relaxed);
@@ -386,7 +457,7 @@ impl Registry {
         let presence = slot.presence.lock();
         match &*presence {
             Presence::Online(link) => link.mailbox.send_control(Control::Kick).is_ok(),
-            Presence::Offline { .. } => false,
+            Presence::Offline { .. } | Presence::Ending { .. } => false,
         }
     }
 
@@ -396,7 +467,7 @@ impl Registry {
         clients
             .iter()
             .map(|(client_id, slot)| {
-                let is_online = matches!(&*slot.presence.lock(), Presence::Online(_));
+                let is_online = !matches!(&*slot.presence.lock(), Presence::Offline { .. });
                 let queued = slot.queued.load(Ordering::Relaxed);
                 (client_id.clone(), is_online, queued)
             })
@@ -408,20 +479,15 @@ impl Registry {
         self.clients.read().len()
     }
 
-    /// Whether there are no sessions.
-    pub fn is_empty(&self) -> bool {
-        self.clients.read().is_empty()
-    }
-
     /// Takes every expired offline session and every will whose delay has passed.
     /// A will is also due when its session expires first ([MQTT-3.1.3-9]).
     pub fn take_due(&self, now: Instant) -> Due {
         let mut due = Due::default();
-        let mut clients = self.clients.write();
-        clients.retain(|client_id, slot| {
+        let clients = self.clients.read();
+        for (client_id, slot) in clients.iter() {
             let mut presence = slot.presence.lock();
             let Presence::Offline { expires_at, will } = &mut *presence else {
-                return true;
+                continue;
             };
             let is_expired = expires_at.is_some_and(|at| at <= now);
             if let Some(pending) = will.take() {
@@ -436,10 +502,12 @@ impl Registry {
                 }
             }
             if is_expired {
-                due.expired.push(client_id.clone());
+                due.expired.push((client_id.clone(), slot.claim()));
+                *presence = Presence::Ending {
+                    connection_id: EXPIRY,
+                };
             }
-            !is_expired
-        });
+        }
         due
     }
 }

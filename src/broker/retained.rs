@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::message::Message;
 use crate::protocol::{TopicFilter, TopicName};
-use crate::storage::Message;
 
 #[derive(Debug, Default)]
 struct Node {

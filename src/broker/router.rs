@@ -163,10 +163,11 @@ impl Router {
         existed
     }
 
-    /// Removes every subscription of a session that ended.
-    pub fn remove_client(&mut self, client_id: &ClientId) {
-        for filter in self.by_client.remove(client_id).unwrap_or_default() {
-            match &filter {
+    /// Removes every subscription of a session that ended; returns their filters.
+    pub fn remove_client(&mut self, client_id: &ClientId) -> Vec<Filter> {
+        let filters = self.by_client.remove(client_id).unwrap_or_default();
+        for filter in &filters {
+            match filter {
                 Filter::Plain(topic_filter) => {
                     self.plain.remove(topic_filter, client_id);
                 }
@@ -179,6 +180,7 @@ impl Router {
                 }
             }
         }
+        filters
     }
 
     /// The subscriptions of one client, for session resumption and tests.

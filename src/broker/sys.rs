@@ -27,10 +27,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::message::Message;
 use super::Broker;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, Properties, QoS, TopicName};
-use crate::storage::Message;
 
 /// The series whose per-minute rate is averaged under `load/`.
 const LOADS: [&str; 7] = [
@@ -126,7 +126,7 @@ impl Broker {
     fn sys_values(&self, state: &mut SysState, now: Instant) -> Vec<(String, String)> {
         let metrics = self.metrics();
         let get = Metrics::get;
-        let census = self.registry().census();
+        let census = self.registry.census();
         let (retained, retained_bytes) = self.retained_census();
         let subscriptions = self.router.read().len();
         state.maximum_connected = state.maximum_connected.max(census.online);

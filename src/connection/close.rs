@@ -13,7 +13,6 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::{Connection, Ending, FAREWELL_TIMEOUT, LINGER, MIN_READ, SHUTDOWN_LINGER};
-use crate::broker::registry::{Departure, Detached};
 use crate::connection_log;
 use crate::protocol::ReasonCode;
 use crate::session::Session;
@@ -37,15 +36,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ending::Shutdown => session.depart_at_shutdown(now),
         };
         let client_id = session.client_id().clone();
-        let is_ended = matches!(departure, Departure::End);
-        let detached = self
-            .broker
-            .detach(&client_id, connection_id, departure, will);
-        if detached == Detached::Own && is_ended {
-            if let Err(error) = self.broker.end_session(&client_id) {
-                tracing::error!(%error, "could not delete the ended session");
-            }
-        }
+        self.broker
+            .disconnect(&client_id, connection_id, session.claim(), departure, will);
         let linger = match ending {
             Ending::Lost => Duration::ZERO,
             Ending::Disconnected { .. } => LINGER,

@@ -1,16 +1,11 @@
-//! The handshake: reading and checking CONNECT, refusing it with the right
-//! CONNACK, and attaching the connection to its session — taking it over from a
-//! connection that still holds it.
-
-use std::sync::Arc;
+//! The handshake: reading and checking CONNECT, and refusing it with the right
+//! CONNACK. Taking the session (over) is the broker's [`crate::Broker::connect`].
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::time::{timeout, timeout_at};
+use tokio::time::timeout_at;
 use tracing::debug;
 
-use super::{Connection, LINGER, TAKEOVER_TIMEOUT};
-use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
-use crate::broker::Prior;
+use super::{Connection, LINGER};
 use crate::connection_log;
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
 use crate::session::{access, connect, Negotiated};
@@ -113,49 +108,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             properties: Default::default(),
         }));
         self.close(LINGER).await;
-    }
-
-    /// Points the session at this connection. A connection that held it is told to
-    /// let go and this one waits for what it leaves behind, so that whatever the
-    /// client sent on the old connection takes effect first (a DISCONNECT that
-    /// ended the session, a last PUBLISH). Returns the slot and whether a session
-    /// is present.
-    pub(super) async fn attach(
-        &mut self,
-        negotiated: &Negotiated,
-        link: Link,
-    ) -> (Arc<ClientSlot>, bool) {
-        let client_id = &negotiated.client_id;
-        let (slot, previous) = self.broker.registry().attach(client_id, link);
-        let prior = match previous {
-            Previous::Nothing => Prior::Nothing,
-            Previous::Offline { will } => Prior::Session { will },
-            Previous::Online {
-                link: old,
-                departed,
-            } => {
-                // A closed mailbox means the old connection is already leaving; its
-                // departure comes all the same.
-                let _ = old.mailbox.send_control(Control::TakeOver);
-                match timeout(TAKEOVER_TIMEOUT, departed).await {
-                    Ok(Ok(Departure::End)) => Prior::Ended,
-                    Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },
-                    Ok(Ok(Departure::Held)) => Prior::Session { will: None },
-                    Ok(Err(_)) | Err(_) => {
-                        tracing::warn!(
-                            "the previous connection did not let go of the session in time"
-                        );
-                        match old.is_persistent {
-                            true => Prior::Session { will: None },
-                            false => Prior::Ended,
-                        }
-                    }
-                }
-            }
-        };
-        let is_present = self
-            .broker
-            .settle_session(client_id, negotiated.clean_start, prior);
-        (slot, is_present)
     }
 }

@@ -22,23 +22,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use crate::broker::arrival::Place;
-use crate::broker::mailbox::Mailbox;
-use crate::broker::registry::{Control, Departure, Link};
-use crate::broker::Broker;
+use crate::broker::message::Delivery;
+use crate::broker::seam::SyncPoint;
+use crate::broker::{Broker, Control, Link, Mailbox, SessionRequest};
 use crate::connection_log::{self, Ended};
 use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
 use crate::session::{self, connect, Negotiated, Outbox, Peer, Session, SessionExpiry};
-use crate::storage::{self, Delivery, SyncPoint};
 
 /// Deliveries taken from the mailbox per turn before the socket is flushed.
 const DELIVERIES_PER_TURN: usize = 256;
 /// Smallest and largest read, in bytes (see `Connection::adapt_read_size`).
 const MIN_READ: usize = 128;
 const MAX_READ: usize = 64 * 1024;
-/// How long a takeover waits for the old connection to let go of the session. The
-/// old connection answers at once wherever it is (even blocked writing to a client
-/// that does not read), so this only bounds a broker bug.
-const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much a connection being taken over reads of what its client already sent
 /// (see [`Connection::read_what_arrived`]).
 const TAKEOVER_READS: usize = 16;
@@ -186,27 +181,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             mailbox: mailbox.clone(),
             is_persistent: negotiated.session_expiry.is_persistent(),
         };
-        let (slot, session_present) = self.attach(&negotiated, link).await;
+        let attached = match self
+            .broker
+            .connect(session_request(&negotiated), link)
+            .await
+        {
+            Ok(attached) => attached,
+            Err(error) => {
+                tracing::error!(%error, "could not store the session; refusing");
+                connection_log::refused(
+                    &self.broker,
+                    &self.peer,
+                    None,
+                    ReasonCode::SERVER_UNAVAILABLE,
+                );
+                self.refuse(negotiated.version, ReasonCode::SERVER_UNAVAILABLE)
+                    .await;
+                return;
+            }
+        };
+        let session_present = attached.session_present;
         let now = Instant::now();
-        if let Err(error) = open_session(&self.broker, &negotiated) {
-            tracing::error!(%error, "could not store the session; refusing");
-            connection_log::refused(
-                &self.broker,
-                &self.peer,
-                None,
-                ReasonCode::SERVER_UNAVAILABLE,
-            );
-            self.refuse(negotiated.version, ReasonCode::SERVER_UNAVAILABLE)
-                .await;
-            let departure = Departure::Offline {
-                expires_at: negotiated.session_expiry.deadline(now),
-                will: None,
-            };
-            self.broker
-                .detach(&negotiated.client_id, connection_id, departure, None);
-            return;
-        }
-        let mut session = Session::new(&negotiated, slot, &self.broker, now);
+        let mut session = Session::new(&negotiated, &attached, &self.broker, now);
         self.out.send(&Packet::ConnAck(connect::connack(
             &negotiated,
             session_present,
@@ -325,10 +321,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         // With fsync durability, acknowledgements leave only once what they
         // acknowledge is on disk; concurrent connections share the fsync.
-        let point = self.broker.storage().sync_point();
+        let point = self.broker.sync_point();
         if point > self.durable {
-            let storage = self.broker.storage();
-            storage
+            self.broker
                 .wait_durable(point)
                 .await
                 .map_err(std::io::Error::other)?;
@@ -346,13 +341,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Stores the session's record with its will: CONNACK for a persistent session
-/// means stored, and a will survives the broker (see [`Broker::open_session`]).
-fn open_session(broker: &Broker, negotiated: &Negotiated) -> Result<(), storage::Error> {
+/// The session an accepted CONNECT asks the broker for.
+fn session_request(negotiated: &Negotiated) -> SessionRequest<'_> {
     let expiry = match negotiated.session_expiry {
         SessionExpiry::WithConnection => Some(Duration::ZERO),
         SessionExpiry::After(duration) => Some(duration),
         SessionExpiry::Never => None,
     };
-    broker.open_session(&negotiated.client_id, expiry, negotiated.will.as_deref())
+    SessionRequest {
+        client_id: &negotiated.client_id,
+        clean_start: negotiated.clean_start,
+        expiry,
+        will: negotiated.will.as_deref(),
+    }
 }

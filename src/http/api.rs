@@ -29,10 +29,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::broker::message::Message;
 use crate::broker::Broker;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, Properties, QoS, TopicFilter, TopicName};
-use crate::storage::Message;
 
 /// Largest request body accepted; a publish bigger than this is not an admin task.
 const MAX_BODY: usize = 64 * 1024;
@@ -126,7 +126,7 @@ async fn authorize(token: Arc<Option<String>>, request: Request, next: Next) -> 
 fn stats(broker: &Broker, started: Instant) -> Json<Value> {
     let metrics = broker.metrics();
     let get = Metrics::get;
-    let census = broker.registry().census();
+    let census = broker.census();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": started.elapsed().as_secs(),
@@ -153,7 +153,6 @@ async fn clients(
 ) -> ApiResult {
     let Query(search) = query?;
     let queued: std::collections::HashMap<ClientId, usize> = broker
-        .registry()
         .sessions()
         .into_iter()
         .map(|(client_id, _, queued)| (client_id, queued))
@@ -195,7 +194,7 @@ async fn clients(
 
 async fn kick(State(broker): State<Arc<Broker>>, Path(client_id): Path<String>) -> ApiResult {
     let client_id = ClientId::new(client_id);
-    if !broker.registry().kick(&client_id) {
+    if !broker.kick(&client_id) {
         let message = format!("client {client_id} is not connected");
         return Err(ApiError(StatusCode::NOT_FOUND, message));
     }
@@ -205,7 +204,6 @@ async fn kick(State(broker): State<Arc<Broker>>, Path(client_id): Path<String>) 
 
 async fn sessions(State(broker): State<Arc<Broker>>) -> ApiResult {
     let mut sessions: Vec<Value> = broker
-        .registry()
         .sessions()
         .into_iter()
         .map(|(client_id, is_online, queued)| {

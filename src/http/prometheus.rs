@@ -120,7 +120,7 @@ impl Collector for BrokerCollector {
                 counter.metric_type(),
             )?)?;
         }
-        let census = self.broker.registry().census();
+        let census = self.broker.census();
         let gauges = [
             (
                 "clients_connected",

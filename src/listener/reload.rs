@@ -1,7 +1,7 @@
 //! Reload without restart: the certificates, CA bundles and CRLs of every TLS
 //! listener, and the password and ACL files.
 //!
-//! A reload is asked for by SIGHUP (`main.rs` calls [`super::Server::reload`]) or
+//! A reload is asked for by SIGHUP (`main.rs` calls [`crate::Server::reload`]) or
 //! happens by itself when one of those files changes: their modification times and
 //! sizes are polled every [`WATCH_INTERVAL`]. Each part is rebuilt whole and then
 //! swapped in atomically. A part that fails to load keeps its previous version and
@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::tls::TlsListener;
-use super::Error;
 use crate::auth::{AclFile, Authenticator, PasswordFile};
 use crate::broker::Broker;
 use crate::config::AuthConfig;
+use crate::server::Error;
 
 /// How often the watched files are checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -36,15 +36,15 @@ pub struct ReloadError {
 
 /// Everything a reload rebuilds.
 #[derive(Debug)]
-pub(super) struct Reloader {
-    pub(super) tls: Vec<(SocketAddr, Arc<TlsListener>)>,
-    pub(super) auth: AuthConfig,
-    pub(super) broker: Arc<Broker>,
+pub(crate) struct Reloader {
+    pub(crate) tls: Vec<(SocketAddr, Arc<TlsListener>)>,
+    pub(crate) auth: AuthConfig,
+    pub(crate) broker: Arc<Broker>,
 }
 
 impl Reloader {
     /// Reloads every part, keeping the old version of each part that fails.
-    pub(super) fn reload(&self) -> Result<(), ReloadError> {
+    pub(crate) fn reload(&self) -> Result<(), ReloadError> {
         let mut failures = Vec::new();
         for (addr, tls) in &self.tls {
             match tls.reload() {
@@ -83,7 +83,7 @@ impl Reloader {
     /// A task that reloads whenever a watched file changes, until shutdown. The
     /// files are looked at now, not when the task first runs, so that a change
     /// made right after start-up is not mistaken for the starting state.
-    pub(super) fn watch(
+    pub(crate) fn watch(
         self: Arc<Self>,
         shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = ()> {
@@ -125,7 +125,7 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 }
 
 /// Reads the password and ACL files named in `config`.
-pub(super) fn load_authenticator(config: &AuthConfig) -> Result<Authenticator, Error> {
+pub(crate) fn load_authenticator(config: &AuthConfig) -> Result<Authenticator, Error> {
     let auth_error = |key: &'static str, path: &PathBuf| {
         let path = path.clone();
         move |source| Error::Auth { key, path, source }

@@ -29,20 +29,20 @@ use crate::session::Peer;
 
 /// The layers between the socket and MQTT for one listener.
 #[derive(Debug)]
-pub(super) struct Transport {
+pub(crate) struct Transport {
     /// Present for `tls` and `wss`.
-    pub(super) tls: Option<Arc<TlsListener>>,
+    pub(crate) tls: Option<Arc<TlsListener>>,
     /// The HTTP path, for `ws` and `wss`.
     websocket_path: Option<String>,
     /// `identity_as_username`.
     is_name_username: bool,
     /// How log lines name this listener: `tcp 127.0.0.1:1883`.
-    pub(super) name: Arc<str>,
+    pub(crate) name: Arc<str>,
 }
 
 impl Transport {
     /// Builds the transport of `config`, reading its TLS files.
-    pub(super) fn load(config: &ListenerConfig, addr: SocketAddr) -> Result<Transport, tls::Error> {
+    pub(crate) fn load(config: &ListenerConfig, addr: SocketAddr) -> Result<Transport, tls::Error> {
         let tls = match config.kind.is_tls() {
             true => Some(Arc::new(TlsListener::load(config)?)),
             false => None,
@@ -65,7 +65,7 @@ impl Transport {
     }
 
     /// Runs the handshakes, then the MQTT connection, to the end.
-    pub(super) async fn serve(
+    pub(crate) async fn serve(
         &self,
         stream: TcpStream,
         addr: SocketAddr,

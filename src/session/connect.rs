@@ -8,11 +8,11 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::publish::forwarded_properties;
+pub use crate::broker::message::WillMessage;
 use crate::config::{Limits, SessionConfig};
 use crate::protocol::{
     ClientId, ConnAck, Connect, Properties, ProtocolVersion, ReasonCode, TopicName,
 };
-pub use crate::storage::WillMessage;
 
 /// How long a session outlives its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,9 +7,10 @@ use std::time::Instant;
 use super::inflight::{InFlight, Phase};
 use super::{Error, Outbox, Session};
 use crate::auth::Action;
+use crate::broker::message::Delivery;
+use crate::broker::seam::{DeliveryState, QueuedDelivery};
 use crate::broker::Broker;
 use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
-use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
 
 /// The Message Expiry Interval forwarded to a subscriber: what remains of the
 /// publisher's interval ([MQTT-3.3.2-6]), in whole seconds rounded *up*. A message
@@ -35,12 +36,8 @@ impl Session {
     /// PUBLISH again with DUP=1 and their original packet ids, PUBREL again, then the
     /// queued messages, all in their original order.
     pub fn resume(&mut self, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
-        let stored = broker.storage().queue(&self.client_id)?;
-        self.incoming = broker
-            .storage()
-            .incoming(&self.client_id)?
-            .into_iter()
-            .collect();
+        let (stored, incoming) = broker.stored_state(&self.client_id)?;
+        self.incoming = incoming.into_iter().collect();
         self.slot.set_queued(stored.len());
         for QueuedDelivery {
             seq,
@@ -147,9 +144,7 @@ impl Session {
             return self.finish(&delivery, broker);
         }
         if let (Some(seq), true) = (delivery.seq, self.is_persistent()) {
-            broker
-                .storage()
-                .set_state(&self.client_id, seq, DeliveryState::Sent(packet_id))?;
+            broker.delivery_progressed(&self.client_id, seq, DeliveryState::Sent(packet_id))?;
         }
         let phase = Phase::Published;
         self.outbound
@@ -194,7 +189,7 @@ impl Session {
     fn finish(&mut self, delivery: &Delivery, broker: &Broker) -> Result<(), Error> {
         self.slot.release();
         if let (Some(seq), true) = (delivery.seq, self.is_persistent()) {
-            broker.storage().remove(&self.client_id, seq)?;
+            broker.delivery_done(&self.client_id, seq)?;
         }
         Ok(())
     }
@@ -235,7 +230,7 @@ impl Session {
             Some(seq) => {
                 if let (Some(seq), true) = (seq, self.is_persistent()) {
                     let state = DeliveryState::Released(ack.packet_id);
-                    broker.storage().set_state(&self.client_id, seq, state)?;
+                    broker.delivery_progressed(&self.client_id, seq, state)?;
                 }
                 ReasonCode::SUCCESS
             }

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 
 use foldhash::{HashMap, HashMapExt};
 
+use crate::broker::message::Delivery;
 use crate::protocol::PacketId;
-use crate::storage::Delivery;
 
 /// Where an outbound QoS 1/2 handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::ClientIdentity;
-use crate::broker::registry::{ClientSlot, Departure, PendingWill};
+use crate::broker::message::Message;
+use crate::broker::seam::{self, Claim};
 use crate::broker::Broker;
+use crate::broker::{Attached, ClientSlot, Departure, PendingWill};
 use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName,
 };
-use crate::storage::{self, Message};
 pub use access::Peer;
 pub use connect::{Negotiated, SessionExpiry, WillMessage};
 use inflight::Outbound;
@@ -39,7 +40,7 @@ pub enum Error {
     Protocol(#[from] protocol::Error),
     /// Storage failed; the broker cannot keep its promises for this client.
     #[error(transparent)]
-    Storage(#[from] storage::Error),
+    Storage(#[from] seam::Error),
 }
 
 impl Error {
@@ -72,6 +73,8 @@ pub struct Session {
     identity: ClientIdentity,
     version: ProtocolVersion,
     slot: Arc<ClientSlot>,
+    /// The connection's claim on the session; every session write carries it.
+    claim: Claim,
     session_expiry: SessionExpiry,
     keep_alive: Option<Duration>,
     last_packet_at: Instant,
@@ -97,11 +100,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for an accepted CONNECT. `slot` is the registry entry the
-    /// connection attached to.
+    /// A session for an accepted CONNECT, on the session [`Broker::connect`] attached.
     pub fn new(
         negotiated: &Negotiated,
-        slot: Arc<ClientSlot>,
+        attached: &Attached,
         broker: &Broker,
         now: Instant,
     ) -> Session {
@@ -109,7 +111,8 @@ impl Session {
             client_id: negotiated.client_id.clone(),
             identity: access::identity(negotiated),
             version: negotiated.version,
-            slot,
+            slot: attached.slot.clone(),
+            claim: attached.claim,
             session_expiry: negotiated.session_expiry,
             keep_alive: negotiated.keep_alive,
             last_packet_at: now,
@@ -124,6 +127,11 @@ impl Session {
             disconnect_reason: None,
             denials: Default::default(),
         }
+    }
+
+    /// The connection's claim on the session (see [`Broker::disconnect`]).
+    pub fn claim(&self) -> Claim {
+        self.claim
     }
 
     /// The session's client id.

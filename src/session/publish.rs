@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::{Error, Outbox, Session};
 use crate::auth::Action;
+use crate::broker::message::Message;
 use crate::broker::Broker;
 use crate::protocol::{self, Ack, Packet, Properties, Publish, QoS, ReasonCode, TopicName};
-use crate::storage::Message;
 
 /// The properties a PUBLISH carries on to its subscribers ([MQTT-3.3.2-15..20]):
 /// topic alias and subscription identifiers are per hop, and expiry is kept as a
@@ -170,9 +170,7 @@ impl Session {
     ) -> Result<(), Error> {
         let reason = if self.incoming.remove(&ack.packet_id) {
             if self.is_persistent() {
-                broker
-                    .storage()
-                    .remove_incoming(&self.client_id, ack.packet_id)?;
+                broker.incoming_released(&self.client_id, ack.packet_id)?;
             }
             ReasonCode::SUCCESS
         } else if self.version.is_v5() {

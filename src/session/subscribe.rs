@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use super::{Error, Outbox, Session};
 use crate::auth::Action;
-use crate::broker::registry::Admission;
+use crate::broker::message::Delivery;
 use crate::broker::router::{Filter, Subscription};
+use crate::broker::seam::QueuedDelivery;
+use crate::broker::Admission;
 use crate::broker::Broker;
 use crate::protocol::{
     self, Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::storage::{Delivery, QueuedDelivery};
 
 impl Session {
     pub(super) fn on_subscribe(
@@ -58,7 +59,7 @@ impl Session {
                 options: *options,
                 identifier,
             };
-            let existed = broker.subscribe(&self.client_id, &filter, subscription)?;
+            let existed = broker.subscribe(&self.client_id, self.claim, &filter, subscription)?;
             // [MQTT-3.8.4-3] retained messages on subscribe, per retain handling;
             // never for shared subscriptions (MQTT 5.0 §4.8.2).
             let wants_retained = match options.retain_handling {
@@ -115,7 +116,7 @@ impl Session {
             })
             .collect();
         if !stored.is_empty() {
-            broker.storage().enqueue(stored)?;
+            broker.enqueue(stored)?;
         }
         Ok(admitted)
     }
@@ -129,7 +130,9 @@ impl Session {
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for text in &unsubscribe.filters {
             reasons.push(match Filter::parse(text) {
-                Ok(filter) if broker.unsubscribe(&self.client_id, &filter)? => ReasonCode::SUCCESS,
+                Ok(filter) if broker.unsubscribe(&self.client_id, self.claim, &filter)? => {
+                    ReasonCode::SUCCESS
+                }
                 Ok(_) => ReasonCode::NO_SUBSCRIPTION_EXISTED,
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
             });

@@ -8,12 +8,12 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::*;
-use crate::broker::mailbox::Mailbox;
-use crate::broker::registry::Link;
+use crate::broker::message::Delivery;
 use crate::broker::router::{Filter, Subscription};
+use crate::broker::{Link, Mailbox, SessionRequest};
 use crate::config::{Limits, MqttConfig, SessionConfig};
 use crate::protocol::{decode, Ack, Connect, Properties, Publish, QoS, SubscriptionOptions};
-use crate::storage::{Delivery, Storage};
+use crate::storage::Storage;
 
 struct Harness {
     broker: Broker,
@@ -46,14 +46,36 @@ fn harness_with(broker: Broker, connect: Connect) -> Harness {
         mailbox: mailbox.clone(),
         is_persistent: negotiated.session_expiry.is_persistent(),
     };
-    let (slot, _) = broker.registry().attach(&negotiated.client_id, link);
-    let session = Session::new(&negotiated, slot, &broker, now);
+    let attached = block_on(broker.connect(request(&negotiated), link)).unwrap();
+    let session = Session::new(&negotiated, &attached, &broker, now);
     Harness {
         broker,
         session,
         out: Outbox::new(negotiated.version),
         mailbox,
         now,
+    }
+}
+
+/// Runs a broker use case that may wait (a takeover) to completion.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn request(negotiated: &Negotiated) -> SessionRequest<'_> {
+    SessionRequest {
+        client_id: &negotiated.client_id,
+        clean_start: negotiated.clean_start,
+        expiry: match negotiated.session_expiry {
+            SessionExpiry::WithConnection => Some(Duration::ZERO),
+            SessionExpiry::After(duration) => Some(duration),
+            SessionExpiry::Never => None,
+        },
+        will: negotiated.will.as_deref(),
     }
 }
 
@@ -107,6 +129,7 @@ impl Harness {
         self.broker
             .subscribe(
                 &self.session.client_id,
+                self.session.claim,
                 &Filter::parse(filter).unwrap(),
                 subscription,
             )
@@ -371,9 +394,9 @@ fn persistent_session_resumes_unacknowledged_messages_with_dup() {
         .collect();
     // The connection drops; the session goes offline and a new connection resumes it.
     let (departure, _) = h.session.depart(true, h.now);
+    let claim = h.session.claim();
     h.broker
-        .registry()
-        .detach(&ClientId::new("c"), 1, departure);
+        .disconnect(&ClientId::new("c"), 1, claim, departure, None);
     let broker = h.broker;
     let mut h = harness_with(broker, connect_packet(ProtocolVersion::V3_1_1, "c", false));
     h.session.resume(&h.broker, h.now, &mut h.out).unwrap();
@@ -485,13 +508,24 @@ fn received(broker: &Broker) -> u64 {
 fn settle_takeover_of_delayed_will(clean_start: bool) -> (bool, u64) {
     let mut h = delayed_will_harness(30);
     let (departure, _) = h.session.hand_over(h.now);
-    let Departure::Offline { will, .. } = departure else {
-        panic!("persistent")
-    };
+    assert!(matches!(
+        departure,
+        Departure::Offline { will: Some(_), .. }
+    ));
     let client_id = h.session.client_id().clone();
-    let prior = crate::broker::Prior::Session { will };
-    let is_present = h.broker.settle_session(&client_id, clean_start, prior);
-    (is_present, received(&h.broker))
+    h.broker
+        .disconnect(&client_id, 1, h.session.claim(), departure, None);
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", clean_start);
+    connect.properties.session_expiry_interval = Some(60);
+    let negotiated =
+        connect::negotiate(&connect, h.broker.limits(), h.broker.session_config()).unwrap();
+    let link = Link {
+        connection_id: h.broker.next_connection_id(),
+        mailbox: Arc::new(Mailbox::default()),
+        is_persistent: true,
+    };
+    let attached = block_on(h.broker.connect(request(&negotiated), link)).unwrap();
+    (attached.session_present, received(&h.broker))
 }
 
 #[test]

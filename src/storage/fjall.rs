@@ -25,8 +25,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistM
 use super::group_commit::GroupCommit;
 use super::record::{self, Clock};
 use super::{
-    DeliveryState, Error, PublishWrite, QueuedDelivery, Recovered, RecoveredSession, SessionRecord,
-    StoredSubscription, SyncPoint,
+    DeliveryState, Error, Message, PublishWrite, QueuedDelivery, Recovered, RecoveredSession,
+    SessionRecord, StoredSubscription, SyncPoint,
 };
 use crate::protocol::{ClientId, PacketId};
 
@@ -139,18 +139,6 @@ impl FjallStore {
                 record::encode_delivery(&entry.delivery, clock),
             );
         }
-        if let Some(message) = write.retained {
-            let topic = message.topic.as_str();
-            if message.payload.is_empty() {
-                batch.remove(&self.retained, topic);
-            } else {
-                batch.insert(
-                    &self.retained,
-                    topic,
-                    record::encode_retained(message, clock),
-                );
-            }
-        }
         if let Some((client_id, packet_id)) = write.incoming {
             let key = record::packet_id_key(client_id, packet_id);
             batch.insert(&self.incoming, key, &[record::FORMAT][..]);
@@ -160,6 +148,40 @@ impl FjallStore {
             batch.insert(&self.sessions, record::client_prefix(client_id), value);
         }
         self.commit(batch)
+    }
+
+    /// Stores a retained message, or clears its topic when the payload is empty.
+    pub fn put_retained(&self, message: &Message) -> Result<(), Error> {
+        let topic = message.topic.as_str();
+        let mut batch = self.db.batch();
+        if message.payload.is_empty() {
+            batch.remove(&self.retained, topic);
+        } else {
+            let value = record::encode_retained(message, Clock::now());
+            batch.insert(&self.retained, topic, value);
+        }
+        self.commit(batch)
+    }
+
+    /// Every retained message that has not expired; those that expired while the
+    /// broker was down are deleted ([MQTT-3.3.2-5]).
+    pub fn retained(&self) -> Result<Vec<Arc<Message>>, Error> {
+        let clock = Clock::now();
+        let mut messages = Vec::new();
+        let mut expired = self.db.batch();
+        for guard in self.retained.iter() {
+            let (key, value) = guard.into_inner().map_err(io)?;
+            let message = record::decode_retained(value.into(), clock)?;
+            if message.is_expired(clock.instant()) {
+                expired.remove(&self.retained, key);
+            } else {
+                messages.push(Arc::new(message));
+            }
+        }
+        if !expired.is_empty() {
+            self.commit(expired)?;
+        }
+        Ok(messages)
     }
 
     pub fn queue(&self, client_id: &ClientId) -> Result<Vec<QueuedDelivery>, Error> {
@@ -342,16 +364,6 @@ impl FjallStore {
                 identifier,
             });
         }
-        for guard in self.retained.iter() {
-            let (key, value) = guard.into_inner().map_err(io)?;
-            let message = record::decode_retained(value.into(), clock)?;
-            // [MQTT-3.3.2-5] a retained message that expired while we were down is gone.
-            if message.is_expired(clock.instant()) {
-                orphans.remove(&self.retained, key);
-            } else {
-                recovered.retained.push(Arc::new(message));
-            }
-        }
         if !orphans.is_empty() {
             tracing::info!(
                 records = orphans.len(),
@@ -376,6 +388,7 @@ fn check_format(meta: &Keyspace, dir: &Path) -> Result<(), Error> {
         Some(found) if found > record::FORMAT => Err(Error::NewerDataDir {
             dir: dir.to_path_buf(),
             found,
+            known: record::FORMAT,
         }),
         Some(record::FORMAT) => Ok(()),
         _ => meta.insert(FORMAT_KEY, &[record::FORMAT][..]).map_err(io),
@@ -385,8 +398,8 @@ fn check_format(meta: &Keyspace, dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::message::Delivery;
     use crate::protocol::{Properties, QoS, TopicName};
-    use crate::storage::{Delivery, Message};
 
     fn delivery(seq: u64, payload: &'static str) -> QueuedDelivery {
         QueuedDelivery {

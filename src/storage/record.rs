@@ -96,7 +96,10 @@ impl Clock {
 fn check_format(r: &mut Reader) -> Result<u8, Error> {
     match r.u8().map_err(corrupt)? {
         found @ 1..=FORMAT => Ok(found),
-        found => Err(Error::UnknownFormat { found }),
+        found => Err(Error::UnknownFormat {
+            found,
+            known: FORMAT,
+        }),
     }
 }
 
@@ -548,7 +551,7 @@ mod tests {
         bytes[0] = FORMAT + 1;
         assert!(matches!(
             decode_retained(Bytes::from(bytes), Clock::now()),
-            Err(Error::UnknownFormat { found }) if found == FORMAT + 1
+            Err(Error::UnknownFormat { found, .. }) if found == FORMAT + 1
         ));
     }
 

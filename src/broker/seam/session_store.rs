@@ -1,0 +1,122 @@
+//! [`SessionStore`]: who owns a session, and what a persistent session keeps
+//! between connections.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::Error;
+use crate::broker::message::{StoredWill, WillMessage};
+use crate::protocol::{ClientId, SubscriptionOptions};
+
+/// A node's hold on a client id. Every write about the session carries it, and
+/// the store refuses one whose epoch a newer claim has passed
+/// ([`Error::Fenced`]): a connection (or, in a cluster, a node) that lost the
+/// session can no longer undo what its successor wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Claim {
+    /// Increases with every claim on the same client id.
+    pub epoch: u64,
+}
+
+/// Session ownership, records and subscriptions.
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// Claims `client_id` for a new connection; every claim before it is fenced off.
+    fn claim(&self, client_id: &ClientId) -> Claim;
+
+    /// Whether `claim` is still the newest on its client id.
+    fn is_current(&self, client_id: &ClientId, claim: Claim) -> bool;
+
+    /// Writes (replaces) the session's record, unless `claim` is stale.
+    fn save(&self, client_id: &ClientId, record: &SessionRecord, claim: Claim)
+        -> Result<(), Error>;
+
+    /// Stores a subscription (replacing one on the same filter), unless `claim` is stale.
+    fn save_subscription(
+        &self,
+        subscription: &StoredSubscription,
+        claim: Claim,
+    ) -> Result<(), Error>;
+
+    /// Forgets a subscription, unless `claim` is stale.
+    fn remove_subscription(
+        &self,
+        client_id: &ClientId,
+        filter: &str,
+        claim: Claim,
+    ) -> Result<(), Error>;
+
+    /// Drops everything kept for a session that ended, unless `claim` is stale:
+    /// its record, its subscriptions and its cursor in the [`super::MessageLog`]
+    /// (queue, in-flight state, inbound QoS 2 ids). The claim stays: the same
+    /// connection may start a new session (Clean Start).
+    fn drop_session(&self, client_id: &ClientId, claim: Claim) -> Result<(), Error>;
+
+    /// Forgets `claim` once its session is gone (if no newer claim replaced it):
+    /// from then on every claim taken before it is stale.
+    fn release(&self, client_id: &ClientId, claim: Claim);
+
+    /// Every stored session and subscription, for a broker starting up. Records
+    /// that belong to no session are deleted, not returned.
+    fn recover(&self) -> Result<Recovered, Error>;
+}
+
+/// What a session left on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionRecord {
+    /// A connection holds the session. If the broker stops without a detach (a
+    /// crash, or a shutdown, which keeps this record as it is), the session counts
+    /// as disconnected at the restart: it expires `expiry` after it, and its will
+    /// is published `will.delay` after it, or when the session expires first
+    /// ([MQTT-3.1.2-8], [MQTT-3.1.3-9]).
+    Online {
+        /// The session expiry interval; `None` until a clean start replaces it.
+        /// `Some(ZERO)` is a session that ends with its connection, stored only to
+        /// keep its will: after a restart the will is published at once.
+        expiry: Option<Duration>,
+        /// The will from CONNECT, unless the session has none.
+        will: Option<Box<WillMessage>>,
+    },
+    /// The session waits offline.
+    Offline {
+        /// When it expires; `None` never.
+        expires_at: Option<Instant>,
+        /// A will whose delay has not passed yet ([MQTT-3.1.3-9]).
+        will: Option<StoredWill>,
+    },
+}
+
+/// A stored subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSubscription {
+    /// The subscriber.
+    pub client_id: ClientId,
+    /// The filter as the client sent it, `$share/{group}/` included.
+    pub filter: String,
+    /// QoS, no-local, retain-as-published, retain handling.
+    pub options: SubscriptionOptions,
+    /// v5 subscription identifier.
+    pub identifier: Option<u32>,
+}
+
+/// A stored session, as found at startup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecoveredSession {
+    /// The session's client id.
+    pub client_id: ClientId,
+    /// Its record.
+    pub record: SessionRecord,
+    /// Stored queue entries (queued and in flight).
+    pub queued: usize,
+    /// The highest stored sequence number, 0 if none.
+    pub max_seq: u64,
+}
+
+/// Everything found at startup. Orphans (queues or subscriptions of a session
+/// without a record) are deleted, not returned.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every persistent session.
+    pub sessions: Vec<RecoveredSession>,
+    /// Their subscriptions.
+    pub subscriptions: Vec<StoredSubscription>,
+}
