@@ -37,6 +37,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod connection_log;

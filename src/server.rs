@@ -19,8 +19,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::broker::message::Message;
+use crate::broker::seam::Seams;
 use crate::broker::sys::SysState;
 use crate::broker::Broker;
+use crate::cluster::NatsFanout;
 use crate::config::Config;
 pub use crate::listener::reload::ReloadError;
 use crate::listener::reload::{self, Reloader};
@@ -128,8 +130,12 @@ impl Server {
         let transports = load_transports(&config, &listeners)?;
         let http = config.http.bind.map(bind_http).transpose()?;
         let storage = Storage::open(&config.storage)?;
+        let mut seams = Seams::from(storage);
+        if let Some(cluster) = &config.cluster {
+            seams.fanout = Arc::new(NatsFanout::start(cluster.clone()));
+        }
         let broker = Arc::new(
-            Broker::new(config.limits.clone(), config.session.clone(), storage)
+            Broker::new(config.limits.clone(), config.session.clone(), seams)
                 .with_mqtt(config.mqtt.clone()),
         );
         broker.set_logging_connections(config.log.connection_messages);

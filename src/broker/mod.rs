@@ -72,6 +72,15 @@ pub struct Broker {
     is_logging_connections: std::sync::atomic::AtomicBool,
 }
 
+/// Where a routed message was published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// On this node: its retained flag updates the retained set.
+    Local,
+    /// On another node, which kept the retained message.
+    Remote,
+}
+
 /// What became of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Routed {
@@ -194,9 +203,15 @@ impl Broker {
     }
 
     /// Routes a message published on another node to this node's subscribers.
-    /// Its node stored the retained message and acknowledged the publisher.
+    /// Its node stored the retained message and acknowledged the publisher; the
+    /// retained set is shared through the [`RetainStore`], not through here.
     pub fn publish_remote(&self, message: Arc<Message>) -> Result<Routed, seam::Error> {
-        self.route(&ClientId::new(""), message, None, None)
+        self.route(&ClientId::new(""), message, None, None, Origin::Remote)
+    }
+
+    /// Completes once every subscription added so far is known to other nodes.
+    pub async fn interest_settled(&self) {
+        self.fanout.interest_settled().await;
     }
 
     /// The current authentication and ACL policy; everyone may do everything until
@@ -249,7 +264,7 @@ impl Broker {
         message: Arc<Message>,
     ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        let routed = self.route(publisher, message.clone(), None, None)?;
+        let routed = self.route(publisher, message.clone(), None, None, Origin::Local)?;
         self.fanout.publish(&message);
         Ok(routed)
     }
@@ -264,7 +279,7 @@ impl Broker {
         record: &SessionRecord,
     ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        let routed = self.route(of, message.clone(), None, Some((of, record)))?;
+        let routed = self.route(of, message.clone(), None, Some((of, record)), Origin::Local)?;
         self.fanout.publish(&message);
         Ok(routed)
     }
@@ -279,7 +294,13 @@ impl Broker {
         packet_id: PacketId,
     ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        let routed = self.route(publisher, message.clone(), Some(packet_id), None)?;
+        let routed = self.route(
+            publisher,
+            message.clone(),
+            Some(packet_id),
+            None,
+            Origin::Local,
+        )?;
         self.fanout.publish(&message);
         Ok(routed)
     }
@@ -301,6 +322,7 @@ impl Broker {
         message: Arc<Message>,
         incoming: Option<PacketId>,
         session: Option<(&ClientId, &SessionRecord)>,
+        origin: Origin,
     ) -> Result<Routed, seam::Error> {
         let mut targets = Vec::new();
         self.router
@@ -342,7 +364,8 @@ impl Broker {
                 .messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
-        let stored = match message.retain {
+        let keeps_retained = message.retain && origin == Origin::Local;
+        let stored = match keeps_retained {
             true => self.retain_store.put(&message),
             false => Ok(()),
         };
@@ -352,7 +375,7 @@ impl Broker {
             }
             return Err(error);
         }
-        if message.retain {
+        if keeps_retained {
             let retained = Arc::new(message.detached());
             self.retained.write().set(retained);
         }

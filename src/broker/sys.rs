@@ -28,7 +28,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::message::Message;
-use super::Broker;
+use super::{Broker, Origin};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, Properties, QoS, TopicName};
 
@@ -114,7 +114,7 @@ impl Broker {
             };
             // A failure to store a $SYS value is not worth more than the next refresh.
             if self
-                .route(&publisher, Arc::new(message), None, None)
+                .route(&publisher, Arc::new(message), None, None, Origin::Local)
                 .is_ok()
             {
                 state.published.insert(topic, value);

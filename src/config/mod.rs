@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod listener;
+pub use cluster::ClusterConfig;
 pub use listener::{ListenerConfig, ListenerKind, TlsVersion};
 
 /// Why a configuration could not be loaded. Each says where: the file and line,
@@ -75,6 +77,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// The optional HTTP listener: Prometheus metrics and health.
     pub http: HttpConfig,
+    /// The NATS JetStream cluster this node belongs to; absent, a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -90,6 +95,7 @@ impl Default for Config {
             log: LogConfig::default(),
             server: ServerConfig::default(),
             http: HttpConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -395,6 +401,9 @@ impl Config {
             return Err(Error::Invalid(
                 "limits.max_inflight and limits.receive_maximum must be at least 1".into(),
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         Ok(())
     }

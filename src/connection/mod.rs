@@ -303,6 +303,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Counts what the session sent, then writes it.
     async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
         session.report_counts(self.broker.metrics(), &mut self.out);
+        // A SUBACK leaves once other nodes route to the new subscription.
+        // Cancel-safe: the flag is cleared only once the wait is over.
+        if session.has_new_interest() {
+            self.broker.interest_settled().await;
+            session.interest_settled();
+        }
         let sent = session.take_sent_count();
         if sent > 0 {
             self.broker

@@ -93,6 +93,9 @@ pub struct Session {
     sent_count: u64,
     /// Packets received since the connection last collected the counts.
     received_packets: u64,
+    /// Whether a subscription was added since the connection last asked: its
+    /// SUBACK waits until other nodes know of it ([`Broker::interest_settled`]).
+    has_new_interest: bool,
     /// The reason code of the client's DISCONNECT, once it sent one.
     disconnect_reason: Option<ReasonCode>,
     /// ACL denials, logged at a limited rate.
@@ -124,6 +127,7 @@ impl Session {
             replayed_seqs: HashSet::new(),
             sent_count: 0,
             received_packets: 0,
+            has_new_interest: false,
             disconnect_reason: None,
             denials: Default::default(),
         }
@@ -137,6 +141,17 @@ impl Session {
     /// The session's client id.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
+    }
+
+    /// Whether a subscription was added since [`Session::interest_settled`] was
+    /// last called (see [`Broker::interest_settled`]).
+    pub fn has_new_interest(&self) -> bool {
+        self.has_new_interest
+    }
+
+    /// Other nodes know of every subscription added so far.
+    pub fn interest_settled(&mut self) {
+        self.has_new_interest = false;
     }
 
     /// PUBLISH packets sent since the last call; the connection adds them to the

@@ -60,6 +60,7 @@ impl Session {
                 identifier,
             };
             let existed = broker.subscribe(&self.client_id, self.claim, &filter, subscription)?;
+            self.has_new_interest |= !existed;
             // [MQTT-3.8.4-3] retained messages on subscribe, per retain handling;
             // never for shared subscriptions (MQTT 5.0 §4.8.2).
             let wants_retained = match options.retain_handling {

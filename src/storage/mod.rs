@@ -70,6 +70,17 @@ impl From<Storage> for Seams {
     }
 }
 
+/// A message in the store's versioned record format (expiry as wall-clock
+/// time), for carrying it to another node.
+pub fn encode_message(message: &Message) -> bytes::Bytes {
+    record::encode_retained(message, record::Clock::now())
+}
+
+/// A message [`encode_message`] wrote (on this node or another).
+pub fn decode_message(bytes: bytes::Bytes) -> Result<Message, Error> {
+    record::decode_retained(bytes, record::Clock::now())
+}
+
 impl Storage {
     /// A store that keeps everything in memory: state survives reconnects but not a restart.
     pub fn in_memory() -> Storage {

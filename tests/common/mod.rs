@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod raw;
 pub use raw::*;
 pub mod certs;
+pub mod nats;
 pub mod process;
 pub mod wire;
 

@@ -2,6 +2,8 @@
 //! plugs in [`LocalOnly`], which does nothing and costs one empty call per publish.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -25,6 +27,11 @@ pub trait Fanout: Send + Sync + fmt::Debug {
     /// Messages published on other nodes, to route to this node's subscribers.
     /// Taken once, by the server; `None` when there are no other nodes.
     fn take_inbound(&self) -> Option<mpsc::UnboundedReceiver<Arc<Message>>>;
+
+    /// Completes once every interest added so far reaches the other nodes: a
+    /// SUBACK waits for it, so a message published anywhere after the SUBACK is
+    /// delivered.
+    fn interest_settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// The fanout of a single node: there is nobody to tell.
@@ -40,5 +47,9 @@ impl Fanout for LocalOnly {
 
     fn take_inbound(&self) -> Option<mpsc::UnboundedReceiver<Arc<Message>>> {
         None
+    }
+
+    fn interest_settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
     }
 }

