@@ -22,7 +22,7 @@ use crate::broker::message::Message;
 use crate::broker::seam::Seams;
 use crate::broker::sys::SysState;
 use crate::broker::Broker;
-use crate::cluster::NatsFanout;
+use crate::cluster::{NatsFanout, NatsRetainStore};
 use crate::config::Config;
 pub use crate::listener::reload::ReloadError;
 use crate::listener::reload::{self, Reloader};
@@ -133,6 +133,7 @@ impl Server {
         let mut seams = Seams::from(storage);
         if let Some(cluster) = &config.cluster {
             seams.fanout = Arc::new(NatsFanout::start(cluster.clone()));
+            seams.retained = Arc::new(NatsRetainStore::start(cluster.clone()));
         }
         let broker = Arc::new(
             Broker::new(config.limits.clone(), config.session.clone(), seams)

@@ -186,3 +186,72 @@ async fn issue_10_unsubscribe_stops_remote_delivery_and_local_delivery_stays_loc
     n1.stop().await;
     n2.stop().await;
 }
+
+/// Waits until a new subscriber to `topic` on `addr` gets the retained payload
+/// `expected` (`None`: no retained message), since other nodes learn of a
+/// retained change through the cluster's key-value bucket, a moment later.
+async fn eventually_retained(addr: std::net::SocketAddr, topic: &str, expected: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + CLUSTER_WAIT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut client, _) = v4::connect(v4::options(addr, &format!("look-{attempt}"))).await;
+        subscribe_v4(&mut client, topic, v4::QoS::AtLeastOnce).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), client.publishes.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|publish| String::from_utf8_lossy(&publish.payload).into_owned());
+        client.client.disconnect().await.unwrap();
+        if got.as_deref() == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic} on {addr}: retained {got:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_retained_messages_are_one_set_for_the_whole_cluster() {
+    let nats = NatsCluster::start(3).ready().await;
+    let (n1, n2, n3) = tokio::join!(
+        node(&nats, "n1", 0),
+        node(&nats, "n2", 1),
+        node(&nats, "n3", 2)
+    );
+    let (publisher, _) = v4::connect(v4::options(n1.addr, "pub")).await;
+    publisher
+        .client
+        .publish("home/lamp", v4::QoS::AtLeastOnce, true, "on")
+        .await
+        .unwrap();
+    eventually_retained(n2.addr, "home/+", Some("on")).await;
+    eventually_retained(n3.addr, "home/lamp", Some("on")).await;
+
+    // Cleared on another node [MQTT-3.3.1-10]: gone everywhere.
+    let (clearer, _) = v4::connect(v4::options(n2.addr, "clear")).await;
+    clearer
+        .client
+        .publish("home/lamp", v4::QoS::AtLeastOnce, true, Vec::<u8>::new())
+        .await
+        .unwrap();
+    eventually_retained(n1.addr, "home/#", None).await;
+    eventually_retained(n3.addr, "home/lamp", None).await;
+
+    // A node that joins later sees the set as it stands; $SYS stays per node.
+    publisher
+        .client
+        .publish("home/door", v4::QoS::AtLeastOnce, true, "shut")
+        .await
+        .unwrap();
+    eventually_retained(n2.addr, "home/door", Some("shut")).await;
+    let n4 = node(&nats, "n4", 0).await;
+    eventually_retained(n4.addr, "home/#", Some("shut")).await;
+    n1.stop().await;
+    n2.stop().await;
+    n3.stop().await;
+    n4.stop().await;
+}

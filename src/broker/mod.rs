@@ -79,6 +79,9 @@ enum Origin {
     Local,
     /// On another node, which kept the retained message.
     Remote,
+    /// This node's own `$SYS` values: retained on this node only, never stored or
+    /// shared (each node has its own, and a restart starts them afresh).
+    System,
 }
 
 /// What became of a publish.
@@ -364,8 +367,8 @@ impl Broker {
                 .messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
-        let keeps_retained = message.retain && origin == Origin::Local;
-        let stored = match keeps_retained {
+        let keeps_retained = message.retain && origin != Origin::Remote;
+        let stored = match keeps_retained && origin == Origin::Local {
             true => self.retain_store.put(&message),
             false => Ok(()),
         };

@@ -114,7 +114,7 @@ impl Broker {
             };
             // A failure to store a $SYS value is not worth more than the next refresh.
             if self
-                .route(&publisher, Arc::new(message), None, None, Origin::Local)
+                .route(&publisher, Arc::new(message), None, None, Origin::System)
                 .is_ok()
             {
                 state.published.insert(topic, value);

@@ -22,6 +22,7 @@
 //! SUBACK reaches the subscriber.
 
 mod cover;
+mod retained;
 pub mod subject;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use crate::broker::seam::Fanout;
 use crate::config::ClusterConfig;
 use crate::protocol::TopicFilter;
 pub use cover::cover;
+pub use retained::NatsRetainStore;
 
 /// The header that names the node a message was published on, so that a node
 /// skips its own messages (they were delivered locally already).
@@ -53,7 +55,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a JetStream request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a broken NATS setup waits between attempts.
-const RETRY: Duration = Duration::from_millis(500);
+pub(crate) const RETRY: Duration = Duration::from_millis(500);
 
 /// A request to the task that owns the NATS connection. One task, one queue:
 /// publishes leave in the order they were made.
@@ -221,27 +223,37 @@ async fn run(
     }
 }
 
+/// A JetStream context on a new connection to the cluster's NATS servers; `role`
+/// names the connection in NATS's monitoring.
+async fn connect(
+    config: &ClusterConfig,
+    role: &str,
+) -> Result<jetstream::Context, async_nats::Error> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("rookery {} {role}", config.node_id))
+        .no_echo();
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &config.credentials_file {
+        options = options.credentials_file(path).await?;
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = options.connect(config.nats.clone()).await?;
+    let mut jetstream = jetstream::new(client);
+    // A cluster that is still electing its leaders answers nothing: ask again soon.
+    jetstream.set_timeout(REQUEST_TIMEOUT);
+    Ok(jetstream)
+}
+
 impl Node {
     async fn connect(config: ClusterConfig) -> Result<Node, async_nats::Error> {
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("rookery {}", config.node_id))
-            .no_echo();
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
-        if let Some(path) = &config.credentials_file {
-            options = options.credentials_file(path).await?;
-        }
-        if let Some(ca) = &config.tls_ca_file {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        let client = options.connect(config.nats.clone()).await?;
-        let mut jetstream = jetstream::new(client);
-        // A cluster that is still electing its leaders answers nothing: ask again soon.
-        jetstream.set_timeout(REQUEST_TIMEOUT);
+        let jetstream = connect(&config, "messages").await?;
         let stream = jetstream
             .get_or_create_stream(stream::Config {
                 name: config.stream.clone(),
