@@ -13,20 +13,10 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use super::mailbox::Mailbox;
+use super::mailbox::{Control, Mailbox};
 
 use crate::protocol::{ClientId, QoS};
 use crate::storage::{Delivery, Message};
-
-/// A request from the broker to a connection task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Another connection took the session over ([MQTT-3.1.4-3]): handle what the
-    /// client already sent, then detach; the successor gets the [`Departure`].
-    TakeOver,
-    /// An operator asked for the client to be disconnected (v5 DISCONNECT 0x98).
-    Kick,
-}
 
 /// How to reach the connection that holds a session.
 #[derive(Debug, Clone)]

@@ -9,7 +9,8 @@ use tokio::time::{timeout, timeout_at};
 use tracing::debug;
 
 use super::{Connection, LINGER, TAKEOVER_TIMEOUT};
-use crate::broker::registry::{ClientSlot, Control, Departure, Link, Previous};
+use crate::broker::mailbox::{Control, Successor};
+use crate::broker::registry::{ClientSlot, Departure, Link, Previous};
 use crate::broker::Prior;
 use crate::connection_log;
 use crate::protocol::{self, decode, ConnAck, Packet, ProtocolVersion, ReasonCode};
@@ -136,7 +137,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             } => {
                 // A closed mailbox means the old connection is already leaving; its
                 // departure comes all the same.
-                let _ = old.mailbox.send_control(Control::TakeOver);
+                let successor = Successor {
+                    peer: self.peer.addr,
+                    listener: self.peer.listener.clone(),
+                };
+                let _ = old
+                    .mailbox
+                    .send_control(Control::TakeOver(Box::new(successor)));
                 match timeout(TAKEOVER_TIMEOUT, departed).await {
                     Ok(Ok(Departure::End)) => Prior::Ended,
                     Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },

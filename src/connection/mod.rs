@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use crate::broker::arrival::Place;
-use crate::broker::mailbox::Mailbox;
-use crate::broker::registry::{Control, Departure, Link};
+use crate::broker::mailbox::{Control, Mailbox, Successor};
+use crate::broker::registry::{Departure, Link};
 use crate::broker::Broker;
 use crate::connection_log::{self, Ended};
 use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
@@ -60,14 +60,16 @@ const SHUTDOWN_LINGER: Duration = Duration::ZERO;
 
 /// Why a connection ended.
 enum Ending {
-    /// The peer closed the socket or the socket failed: publish the will.
-    Lost,
+    /// The client closed the socket without DISCONNECT: publish the will.
+    Closed,
+    /// Reading or writing the socket failed (a reset, a timeout): publish the will.
+    SocketError(std::io::Error),
     /// The client sent DISCONNECT.
     Disconnected { publish_will: bool },
     /// The client broke the protocol: tell a v5 client why, publish the will.
     Violation(session::Error),
     /// Another connection took the session over.
-    TakenOver,
+    TakenOver(Box<Successor>),
     /// The broker is shutting down.
     Shutdown,
     /// An operator disconnected the client (admin API): v5 0x98, will published.
@@ -78,14 +80,15 @@ impl Ending {
     /// How the log line tells this ending.
     fn ended<'a>(&'a self, session: &Session) -> Ended<'a> {
         match self {
-            Ending::Lost => Ended::Lost,
+            Ending::Closed => Ended::Closed,
+            Ending::SocketError(error) => Ended::SocketError(error),
             Ending::Disconnected { .. } => Ended::ClientDisconnect(
                 session
                     .disconnect_reason()
                     .unwrap_or(ReasonCode::NORMAL_DISCONNECTION),
             ),
             Ending::Violation(error) => Ended::Violation(error),
-            Ending::TakenOver => Ended::TakenOver,
+            Ending::TakenOver(successor) => Ended::TakenOver(successor),
             Ending::Shutdown => Ended::Shutdown,
             Ending::Kicked => Ended::Kicked,
         }
@@ -240,7 +243,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut batch = Vec::new();
         loop {
             match mailbox.take_control() {
-                Some(Control::TakeOver) => return self.read_what_arrived(session),
+                Some(Control::TakeOver(successor)) => {
+                    return self.read_what_arrived(session, successor)
+                }
                 Some(Control::Kick) => return Ending::Kicked,
                 None => {}
             }
@@ -253,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 written = self.flush_session(session) => if let Err(error) = written {
                     debug!(%error, "write failed");
-                    return self.read_what_was_sent(session);
+                    return self.read_what_was_sent(session, error);
                 },
                 () = mailbox.control_requested() => continue,
             }
@@ -264,7 +269,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 () = shutdown.cancelled() => return Ending::Shutdown,
                 read = input::read_in_order(&mut self.stream, &mut self.read_buf, &self.place, &self.place_waker) => match read {
-                    Ok(0) | Err(_) => return Ending::Lost,
+                    Ok(0) => return Ending::Closed,
+                    Err(error) => return Ending::SocketError(error),
                     Ok(n) => if let Some(ending) = self.on_read(n, session).await {
                         return ending;
                     },
