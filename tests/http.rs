@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use common::*;
+use rookery::config::Durability;
 use rookery::protocol::{Packet, ProtocolVersion, QoS};
 use rookery::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,6 +71,14 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     parse(&body)
 }
 
+/// A broker with `config` and an HTTP listener; returns it and the HTTP address.
+async fn metrics_broker(mut config: Config) -> (TestBroker, SocketAddr) {
+    config.http.bind = Some("127.0.0.1:0".parse().unwrap());
+    let broker = start_broker_with(config).await;
+    let http = broker.server.http_addr().unwrap();
+    (broker, http)
+}
+
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_move_with_real_clients() {
     let mut config = Config::default();
@@ -113,6 +122,8 @@ async fn metrics_are_prometheus_text_and_move_with_real_clients() {
     assert_eq!(after["rookery_publish_bytes_received_total"], 25.0);
     // 5 PUBLISH, a SUBSCRIBE and two PINGREQ; CONNECT, read before the session exists, is not counted.
     assert!(after["rookery_packets_received_total"] >= 8.0);
+    assert!(after["rookery_process_cpu_seconds_total"] > 0.0);
+    assert!(after["rookery_process_open_fds"] > 0.0);
     assert!(after["rookery_bytes_sent_total"] > before["rookery_bytes_sent_total"]);
     assert_eq!(after["rookery_connections_total"], 2.0);
     let by_listener = format!(
@@ -378,5 +389,49 @@ async fn reload_through_the_api_applies_a_new_acl_and_reports_a_broken_one() {
     let (status, body) = api(http, "POST", "/reload", None).await;
     assert_eq!(status, 422);
     assert!(body["error"].as_str().unwrap().contains("acl"), "{body}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_9_storage_commit_and_fsync_latency_histograms_count_qos1_to_a_persistent_session() {
+    let mut config = Config::default();
+    config.storage.durability = Durability::Fsync;
+    let (broker, http) = metrics_broker(config).await;
+    let mut options = v4::options(broker.addr, "stored");
+    options.set_clean_session(false);
+    let (mut subscriber, _) = v4::connect(options).await;
+    subscriber.subscribe("stored/#", v4::QoS::AtLeastOnce).await;
+    let before = scrape(http).await;
+    let commits = "rookery_storage_commit_seconds";
+    let (mut publisher, _) = v4::connect(v4::options(broker.addr, "pub")).await;
+    for n in 0..10u8 {
+        let qos = v4::QoS::AtLeastOnce;
+        publisher
+            .client
+            .publish("stored/a", qos, false, vec![n])
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        publisher
+            .wait_for(|event| matches!(event, v4::Incoming::PubAck(_)))
+            .await;
+        subscriber.next_publish().await;
+    }
+    let after = scrape(http).await;
+    // One batch per publish (its delivery stored), plus the subscriber's state changes.
+    let count = |samples: &HashMap<String, f64>, name: &str| samples[&format!("{name}_count")];
+    assert!(
+        count(&after, commits) >= count(&before, commits) + 10.0,
+        "{after:?}"
+    );
+    assert!(after[&format!("{commits}_sum")] > before[&format!("{commits}_sum")]);
+    assert_eq!(
+        after[&format!("{commits}_bucket{{le=\"+Inf\"}}")],
+        count(&after, commits)
+    );
+    // Acknowledged means fsynced: at least one group commit ran.
+    let syncs = "rookery_storage_sync_seconds";
+    assert!(count(&after, syncs) > count(&before, syncs), "{after:?}");
     broker.stop().await;
 }

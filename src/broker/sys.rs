@@ -191,7 +191,7 @@ impl Broker {
                 values.push((format!("load/{series}/{window}"), format!("{load:.2}")));
             }
         }
-        if let Some(resident) = crate::metrics::resident_bytes() {
+        if let Some(resident) = crate::metrics::process::resident_bytes() {
             values.push(("heap/current".to_string(), resident.to_string()));
         }
         values

@@ -1,18 +1,20 @@
 //! The broker's counters in Prometheus form, read at scrape time: no second set of
-//! counters to keep in step, and nothing added to the MQTT hot path.
+//! counters to keep in step, and nothing added to the MQTT hot path. Storage
+//! latencies come from lock-free histograms that storage records into.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
-use crate::metrics::Metrics;
+use crate::metrics::{process, Histogram, LatencyHistogram, Metrics};
 
 /// A registry whose only collector reads `broker`.
 pub(super) fn registry(broker: Arc<Broker>) -> Registry {
@@ -47,6 +49,18 @@ impl BrokerCollector {
             ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+
+    /// Storage commit and fsync latencies (empty with the memory backend).
+    fn encode_storage(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let none = LatencyHistogram::default();
+        let latency = self.broker.storage().latency();
+        let commit = latency.map_or(&none, |latency| &latency.commit);
+        let sync = latency.map_or(&none, |latency| &latency.sync);
+        let help = "time to commit one storage write batch";
+        encode_histogram(encoder, "storage_commit_seconds", help, &commit.snapshot())?;
+        let help = "time of one group-commit fsync (durability = \"fsync\")";
+        encode_histogram(encoder, "storage_sync_seconds", help, &sync.snapshot())
     }
 }
 
@@ -172,7 +186,8 @@ impl Collector for BrokerCollector {
             let labels = [("reason", reason)];
             ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }
-        if let Some(resident) = crate::metrics::resident_bytes() {
+        self.encode_storage(&mut encoder)?;
+        if let Some(resident) = process::resident_bytes() {
             let gauge = ConstGauge::new(resident as i64);
             let help = "resident memory of the process";
             gauge.encode(encoder.encode_descriptor(
@@ -182,8 +197,8 @@ impl Collector for BrokerCollector {
                 gauge.metric_type(),
             )?)?;
         }
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-            let gauge = ConstGauge::new(entries.count() as i64);
+        if let Some(fds) = process::open_fds() {
+            let gauge = ConstGauge::new(fds as i64);
             let help = "open file descriptors (sockets included)";
             gauge.encode(encoder.encode_descriptor(
                 "process_open_fds",
@@ -192,6 +207,27 @@ impl Collector for BrokerCollector {
                 gauge.metric_type(),
             )?)?;
         }
+        if let Some(seconds) = process::cpu_seconds() {
+            let counter = ConstCounter::new(seconds);
+            let help = "user and system CPU time of the process";
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
+}
+
+fn encode_histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    histogram: &Histogram,
+) -> Result<(), fmt::Error> {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(histogram.sum, histogram.count, &histogram.buckets, None)
 }

@@ -13,6 +13,7 @@
 //! Deadlines are [`Instant`]s here and wall-clock times on disk (`record::Clock`).
 
 mod fjall;
+pub use self::fjall::Latency;
 mod group_commit;
 mod memory;
 mod record;
@@ -358,6 +359,14 @@ impl Storage {
             Durability::Fsync => Backend::Fjall(fjall::FjallStore::open(&config.dir, true)?),
         };
         Ok(Storage { backend })
+    }
+
+    /// Commit and fsync latencies; `None` for the memory backend.
+    pub fn latency(&self) -> Option<&Latency> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Fjall(store) => Some(store.latency()),
+        }
     }
 
     /// Everything stored, for the broker to rebuild itself at startup.

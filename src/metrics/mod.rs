@@ -5,7 +5,12 @@
 //! The names follow mosquitto's `$SYS/broker/…` meanings (see `broker/sys.rs`):
 //! a "packet" is any MQTT control packet, a "publish" is a PUBLISH.
 
+mod histogram;
+pub mod process;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use histogram::{Histogram, LatencyHistogram};
 
 /// Broker-wide counters.
 #[derive(Debug, Default)]
@@ -54,14 +59,4 @@ impl Metrics {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
-}
-
-/// The process's resident memory, from `/proc/self/status` (Linux). mosquitto
-/// reports the bytes its own allocator wrapper holds; counting every allocation
-/// here would put a shared atomic on the hot path, so the kernel's figure stands in.
-pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kilobytes * 1024)
 }
