@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 
 use crate::auth::{Action, Authenticator, ClientIdentity};
 use crate::config::{Limits, MqttConfig, SessionConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{ClientId, PacketId, TopicFilter};
 use crate::storage::{
     self, Delivery, Message, PublishWrite, QueuedDelivery, Storage, StoredSubscription,
@@ -177,8 +177,7 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
     ) -> Result<Routed, storage::Error> {
-        self.count_received(&message);
-        self.route(publisher, message, None, None)
+        self.route_received(publisher, message, None, None)
     }
 
     /// Publishes the will of the session `of` and, in the same write, replaces its
@@ -190,8 +189,7 @@ impl Broker {
         message: Arc<Message>,
         record: &storage::SessionRecord,
     ) -> Result<Routed, storage::Error> {
-        self.count_received(&message);
-        self.route(of, message, None, Some((of, record)))
+        self.route_received(of, message, None, Some((of, record)))
     }
 
     /// [`Broker::publish`] for an inbound QoS 2 message of a persistent session: its
@@ -203,8 +201,25 @@ impl Broker {
         message: Arc<Message>,
         packet_id: PacketId,
     ) -> Result<Routed, storage::Error> {
+        self.route_received(publisher, message, Some(packet_id), None)
+    }
+
+    /// Routes a message from a client (or its will): counted as received, and as
+    /// dropped when it matched no subscription and is not kept as retained.
+    fn route_received(
+        &self,
+        publisher: &ClientId,
+        message: Arc<Message>,
+        incoming: Option<PacketId>,
+        session: Option<(&ClientId, &storage::SessionRecord)>,
+    ) -> Result<Routed, storage::Error> {
         self.count_received(&message);
-        self.route(publisher, message, Some(packet_id), None)
+        let is_retained = message.retain;
+        let routed = self.route(publisher, message, incoming, session)?;
+        if routed.matched == 0 && !is_retained {
+            self.metrics.count_dropped(DropReason::NoSubscribers, 1);
+        }
+        Ok(routed)
     }
 
     fn count_received(&self, message: &Message) {
@@ -240,6 +255,7 @@ impl Broker {
             ..PublishWrite::default()
         };
         let mut sends = Vec::with_capacity(targets.len());
+        let (mut queue_full, mut offline) = (0, 0);
         for target in targets {
             let Some(slot) = self.registry.get(&target.client_id) else {
                 continue;
@@ -251,7 +267,8 @@ impl Broker {
                 self.session_config.queue_qos0_messages,
             );
             match admission {
-                Admission::Drop => routed.dropped += 1,
+                Admission::Drop(DropReason::QueueFull) => queue_full += 1,
+                Admission::Drop(_) => offline += 1,
                 Admission::Send => sends.push((slot, delivery)),
                 Admission::Store(seq) => {
                     let (entry, delivery) = QueuedDelivery::queued(seq, delivery);
@@ -259,12 +276,6 @@ impl Broker {
                     sends.push((slot, delivery));
                 }
             }
-        }
-        // A shared counter: touched only when something was dropped, not per publish.
-        if routed.dropped > 0 {
-            self.metrics
-                .messages_dropped
-                .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
         if let Err(error) = self.storage.commit_publish(&write) {
             for (slot, _) in &sends {
@@ -277,8 +288,17 @@ impl Broker {
             self.retained.write().set(retained);
         }
         for (slot, delivery) in sends {
-            slot.deliver(delivery);
+            // The connection left between admission and now, and nothing was stored.
+            if !slot.deliver(delivery) {
+                offline += 1;
+            }
         }
+        // Shared counters: touched only when something was dropped, not per publish.
+        routed.dropped = queue_full + offline;
+        self.metrics
+            .count_dropped(DropReason::QueueFull, queue_full as u64);
+        self.metrics
+            .count_dropped(DropReason::Offline, offline as u64);
         Ok(routed)
     }
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use super::{Connection, Ending, CLOSED_READS, MAX_READ, MIN_READ, STEADY_READS, TAKEOVER_READS};
 use crate::broker::arrival::Place;
 use crate::broker::mailbox::Successor;
+use crate::metrics::PacketCounts;
 use crate::protocol::{decode, Packet};
 use crate::session::{Flow, Session};
 
@@ -79,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let ending = self.handle_ready(session, CLOSED_READS);
         // Neither the answers that could not be written nor those to what was
         // just read can reach the client.
-        self.out.buffer().clear();
+        self.out.discard();
         ending.unwrap_or(Ending::SocketError(write_error))
     }
 
@@ -134,8 +135,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Handles every complete packet in the read buffer.
+    /// Handles every complete packet in the read buffer, and counts them by type.
     pub(super) fn handle_packets(&mut self, session: &mut Session) -> Option<Ending> {
+        let mut received = PacketCounts::default();
+        let ending = self.handle_counted(session, &mut received);
+        received.add_to(&self.broker.metrics().packets_received);
+        ending
+    }
+
+    fn handle_counted(
+        &mut self,
+        session: &mut Session,
+        received: &mut PacketCounts,
+    ) -> Option<Ending> {
         let max = self.broker.limits().max_packet_size as usize;
         let now = Instant::now();
         loop {
@@ -144,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None) => break,
                 Err(error) => return Some(Ending::Violation(error.into())),
             };
+            received.count(packet.packet_type());
             self.is_routing_input |= !matches!(
                 packet,
                 Packet::Publish(_)

@@ -26,6 +26,7 @@ use crate::broker::mailbox::{Control, Mailbox, Successor};
 use crate::broker::registry::{Departure, Link};
 use crate::broker::Broker;
 use crate::connection_log::{self, Ended};
+use crate::metrics::Metrics;
 use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
 use crate::session::{self, connect, Negotiated, Outbox, Peer, Session, SessionExpiry};
 use crate::storage::{self, Delivery, SyncPoint};
@@ -312,20 +313,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Counts what the session sent, then writes it.
     async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
-        session.report_counts(self.broker.metrics(), &mut self.out);
-        let sent = session.take_sent_count();
-        if sent > 0 {
-            self.broker
-                .metrics()
-                .messages_sent
-                .fetch_add(sent, Ordering::Relaxed);
-        }
+        let metrics = self.broker.metrics();
+        Metrics::add(&metrics.messages_sent, session.take_sent_count());
+        session.report_in_flight();
         self.flush().await
     }
 
-    /// Writes everything the outbox holds. Cancel-safe: what was written leaves the
-    /// outbox as it goes, so a cancelled flush resumes where it stopped.
+    /// Counts and writes everything the outbox holds. Cancel-safe: what was
+    /// written leaves the outbox as it goes, so a cancelled flush resumes where it
+    /// stopped.
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.report_counts(self.broker.metrics());
         if self.out.is_empty() {
             return Ok(());
         }

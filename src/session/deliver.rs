@@ -8,6 +8,7 @@ use super::inflight::{InFlight, Phase};
 use super::{Error, Outbox, Session};
 use crate::auth::Action;
 use crate::broker::Broker;
+use crate::metrics::DropReason;
 use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 use crate::storage::{Delivery, DeliveryState, QueuedDelivery};
 
@@ -111,6 +112,7 @@ impl Session {
     ) -> Result<(), Error> {
         // [MQTT-3.3.2-5] an expired message is not delivered.
         if delivery.message.is_expired(now) {
+            broker.metrics().count_dropped(DropReason::Expired, 1);
             return self.finish(&delivery, broker);
         }
         // A `deny` rule may carve topics out of an allowed subscription, and the ACL
@@ -121,15 +123,13 @@ impl Session {
             delivery.message.topic.as_str(),
             now,
         ) {
+            broker.metrics().count_dropped(DropReason::NotAuthorized, 1);
             return self.finish(&delivery, broker);
         }
         if delivery.qos == QoS::AtMostOnce {
             if !self.send_publish(&delivery, None, false, now, out) {
                 // [MQTT-3.1.2-25] too large for the client: dropped, and counted as such.
-                broker
-                    .metrics()
-                    .messages_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                broker.metrics().count_dropped(DropReason::TooLarge, 1);
             }
             self.slot.release();
             return Ok(());
@@ -140,10 +140,7 @@ impl Session {
         };
         if !self.send_publish(&delivery, Some(packet_id), false, now, out) {
             // Too large for the client: [MQTT-3.1.2-25] drop it as if it were delivered.
-            broker
-                .metrics()
-                .messages_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            broker.metrics().count_dropped(DropReason::TooLarge, 1);
             return self.finish(&delivery, broker);
         }
         if let (Some(seq), true) = (delivery.seq, self.is_persistent()) {
