@@ -9,7 +9,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rookery::broker::message::{Delivery, Message};
 use rookery::broker::router::{Filter, Subscription};
-use rookery::broker::{Broker, Link, Mailbox, SessionRequest};
+use rookery::broker::{Broker, Link, Mailbox, SessionRequest, Successor};
 use rookery::config::{Limits, SessionConfig};
 use rookery::protocol::{ClientId, Properties, QoS, SubscriptionOptions, TopicName};
 use rookery::storage::Storage;
@@ -41,6 +41,10 @@ fn fanout(c: &mut Criterion) {
             clean_start: true,
             expiry: Some(std::time::Duration::ZERO),
             will: None,
+            connection: Successor {
+                peer: None,
+                listener: "bench".into(),
+            },
         };
         let attached = runtime.block_on(broker.connect(request, link)).unwrap();
         let subscription = Subscription {

@@ -18,6 +18,7 @@ use tracing::info;
 use crate::auth::Action;
 use crate::broker::directory::ClientInfo;
 use crate::broker::Broker;
+use crate::broker::Successor;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientId, Connect, ProtocolVersion, ReasonCode};
 use crate::session::{self, Negotiated, Peer};
@@ -27,12 +28,14 @@ use crate::session::{self, Negotiated, Peer};
 pub enum Ended<'a> {
     /// The client sent DISCONNECT with this reason code.
     ClientDisconnect(ReasonCode),
-    /// The socket closed or failed without a DISCONNECT.
-    Lost,
+    /// The client closed the socket without sending DISCONNECT.
+    Closed,
+    /// Reading or writing the socket failed (a reset, a timeout).
+    SocketError(&'a std::io::Error),
     /// The client broke the protocol (keep-alive timeout included) or storage failed.
     Violation(&'a session::Error),
     /// Another connection with the same client id took the session over.
-    TakenOver,
+    TakenOver(&'a Successor),
     /// The broker is shutting down.
     Shutdown,
     /// An operator disconnected the client through the admin API.
@@ -44,7 +47,8 @@ impl Ended<'_> {
     fn reason(&self) -> String {
         match self {
             Ended::ClientDisconnect(_) => "client sent DISCONNECT".to_string(),
-            Ended::Lost => "connection closed by the client or lost".to_string(),
+            Ended::Closed => "closed by the client without DISCONNECT".to_string(),
+            Ended::SocketError(error) => format!("socket error: {error}"),
             Ended::Violation(session::Error::Protocol(protocol::Error::KeepAliveTimeout)) => {
                 "keep-alive timeout".to_string()
             }
@@ -52,7 +56,11 @@ impl Ended<'_> {
                 format!("storage error: {error}")
             }
             Ended::Violation(error) => format!("protocol error: {error}"),
-            Ended::TakenOver => "session taken over by a new connection".to_string(),
+            Ended::TakenOver(successor) => format!(
+                "session taken over by a new connection from {} on {}",
+                Addr(successor.peer),
+                successor.listener
+            ),
             Ended::Shutdown => "server shutting down".to_string(),
             Ended::Kicked => "kicked by an administrator".to_string(),
         }
@@ -62,9 +70,9 @@ impl Ended<'_> {
     fn code(&self) -> Option<ReasonCode> {
         match self {
             Ended::ClientDisconnect(code) => Some(*code),
-            Ended::Lost => None,
+            Ended::Closed | Ended::SocketError(_) => None,
             Ended::Violation(error) => Some(error.reason_code()),
-            Ended::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Ended::TakenOver(_) => Some(ReasonCode::SESSION_TAKEN_OVER),
             Ended::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Ended::Kicked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
         }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use common::*;
+use rookery::config::Durability;
 use rookery::protocol::{Packet, ProtocolVersion, QoS};
 use rookery::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,6 +71,38 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     parse(&body)
 }
 
+/// Scrapes until `settled` holds: a subscriber's counts are added at the end of
+/// its own turn, after the publisher has its acknowledgement.
+async fn scrape_until(
+    addr: SocketAddr,
+    settled: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let samples = scrape(addr).await;
+        if settled(&samples) || tokio::time::Instant::now() > deadline {
+            return samples;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A broker with `config` and an HTTP listener; returns it and the HTTP address.
+async fn metrics_broker(mut config: Config) -> (TestBroker, SocketAddr) {
+    config.http.bind = Some("127.0.0.1:0".parse().unwrap());
+    let broker = start_broker_with(config).await;
+    let http = broker.server.http_addr().unwrap();
+    (broker, http)
+}
+
+fn packets(samples: &HashMap<String, f64>, direction: &str, packet_type: &str) -> f64 {
+    samples[&format!("rookery_packets_{direction}_total{{type=\"{packet_type}\"}}")]
+}
+
+fn dropped(samples: &HashMap<String, f64>, reason: &str) -> f64 {
+    samples[&format!("rookery_publish_messages_dropped_total{{reason=\"{reason}\"}}")]
+}
+
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_move_with_real_clients() {
     let mut config = Config::default();
@@ -111,8 +144,20 @@ async fn metrics_are_prometheus_text_and_move_with_real_clients() {
     assert_eq!(after["rookery_publish_messages_received_total"], 5.0);
     assert_eq!(after["rookery_publish_messages_sent_total"], 5.0);
     assert_eq!(after["rookery_publish_bytes_received_total"], 25.0);
-    // 5 PUBLISH, a SUBSCRIBE and two PINGREQ; CONNECT, read before the session exists, is not counted.
-    assert!(after["rookery_packets_received_total"] >= 8.0);
+    assert_eq!(
+        after["rookery_packets_received_total{type=\"CONNECT\"}"],
+        2.0
+    );
+    assert_eq!(
+        after["rookery_packets_received_total{type=\"PUBLISH\"}"],
+        5.0
+    );
+    assert_eq!(
+        after["rookery_packets_received_total{type=\"PINGREQ\"}"],
+        2.0
+    );
+    assert!(after["rookery_process_cpu_seconds_total"] > 0.0);
+    assert!(after["rookery_process_open_fds"] > 0.0);
     assert!(after["rookery_bytes_sent_total"] > before["rookery_bytes_sent_total"]);
     assert_eq!(after["rookery_connections_total"], 2.0);
     let by_listener = format!(
@@ -378,5 +423,157 @@ async fn reload_through_the_api_applies_a_new_acl_and_reports_a_broken_one() {
     let (status, body) = api(http, "POST", "/reload", None).await;
     assert_eq!(status, 422);
     assert!(body["error"].as_str().unwrap().contains("acl"), "{body}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_9_packets_are_counted_by_type_in_each_direction() {
+    let (broker, http) = metrics_broker(Config::default()).await;
+    let (mut subscriber, _) = v4::connect(v4::options(broker.addr, "typed-sub")).await;
+    subscriber.subscribe("typed/#", v4::QoS::AtLeastOnce).await;
+    let (mut publisher, _) = v4::connect(v4::options(broker.addr, "typed-pub")).await;
+    for n in 0..5u8 {
+        let qos = v4::QoS::AtLeastOnce;
+        publisher
+            .client
+            .publish("typed/a", qos, false, vec![n])
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        publisher
+            .wait_for(|event| matches!(event, v4::Incoming::PubAck(_)))
+            .await;
+        subscriber.next_publish().await;
+    }
+    // rumqttc acknowledges each delivery on its own; wait for the last PUBACK.
+    let after = scrape_until(http, |s| packets(s, "received", "PUBACK") >= 5.0).await;
+    for (packet_type, count) in [
+        ("CONNECT", 2.0),
+        ("SUBSCRIBE", 1.0),
+        ("PUBLISH", 5.0),
+        ("PUBACK", 5.0),
+    ] {
+        assert_eq!(
+            packets(&after, "received", packet_type),
+            count,
+            "{packet_type} in"
+        );
+    }
+    for (packet_type, count) in [
+        ("CONNACK", 2.0),
+        ("SUBACK", 1.0),
+        ("PUBLISH", 5.0),
+        ("PUBACK", 5.0),
+    ] {
+        assert_eq!(
+            packets(&after, "sent", packet_type),
+            count,
+            "{packet_type} out"
+        );
+    }
+    // Types nobody sent are listed at 0, so that a dashboard's series exist.
+    assert_eq!(packets(&after, "received", "UNSUBSCRIBE"), 0.0);
+    assert!(
+        !after.contains_key("rookery_packets_received_total"),
+        "only by type"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_9_drops_queue_depth_and_in_flight_move_with_a_subscriber_that_never_acknowledges() {
+    let mut config = Config::default();
+    config.limits.max_queued_messages = 2;
+    let (broker, http) = metrics_broker(config).await;
+    // Never reads, never acknowledges: its two admitted messages stay in flight.
+    let (mut hoarder, _) = RawClient::start(broker.addr, V5, "hoarder", true).await;
+    hoarder.subscribe_one("hoard/#", QoS::AtLeastOnce).await;
+    // A persistent session away with a QoS 0 subscription queues nothing.
+    let mut away = v4::options(broker.addr, "away");
+    away.set_clean_session(false);
+    let (mut away, _) = v4::connect(away).await;
+    away.subscribe("away/#", v4::QoS::AtMostOnce).await;
+    away.disconnect().await;
+
+    let (mut publisher, _) = v4::connect(v4::options(broker.addr, "pub")).await;
+    let topics = ["hoard/a"; 5].into_iter().chain(["away/a", "nobody/home"]);
+    for topic in topics.clone() {
+        let qos = v4::QoS::AtLeastOnce;
+        publisher
+            .client
+            .publish(topic, qos, false, "x")
+            .await
+            .unwrap();
+    }
+    // A PUBACK means routed, and a publish's drops are counted before it.
+    for _ in topics {
+        publisher
+            .wait_for(|event| matches!(event, v4::Incoming::PubAck(_)))
+            .await;
+    }
+    let after = scrape_until(http, |s| s["rookery_inflight_messages"] == 2.0).await;
+    assert_eq!(dropped(&after, "queue_full"), 3.0, "{after:?}");
+    assert_eq!(dropped(&after, "offline"), 1.0);
+    assert_eq!(dropped(&after, "no_subscribers"), 1.0);
+    assert_eq!(dropped(&after, "too_large"), 0.0);
+
+    assert_eq!(after["rookery_queued_messages"], 2.0);
+    assert_eq!(after["rookery_inflight_messages"], 2.0);
+    // Three sessions hold 2, 0 and 0 messages; the two online ones have 2 and 0 in flight.
+    let queued = "rookery_session_queued_messages";
+    assert_eq!(after[&format!("{queued}_count")], 3.0);
+    assert_eq!(after[&format!("{queued}_sum")], 2.0);
+    assert_eq!(after[&format!("{queued}_bucket{{le=\"0.0\"}}")], 2.0);
+    assert_eq!(after[&format!("{queued}_bucket{{le=\"10.0\"}}")], 3.0);
+    let in_flight = "rookery_session_inflight_messages";
+    assert_eq!(after[&format!("{in_flight}_count")], 2.0);
+    assert_eq!(after[&format!("{in_flight}_bucket{{le=\"1.0\"}}")], 1.0);
+    assert_eq!(after[&format!("{in_flight}_bucket{{le=\"+Inf\"}}")], 2.0);
+    drop(hoarder);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_9_storage_commit_and_fsync_latency_histograms_count_qos1_to_a_persistent_session() {
+    let mut config = Config::default();
+    config.storage.durability = Durability::Fsync;
+    let (broker, http) = metrics_broker(config).await;
+    let mut options = v4::options(broker.addr, "stored");
+    options.set_clean_session(false);
+    let (mut subscriber, _) = v4::connect(options).await;
+    subscriber.subscribe("stored/#", v4::QoS::AtLeastOnce).await;
+    let before = scrape(http).await;
+    let commits = "rookery_storage_commit_seconds";
+    let (mut publisher, _) = v4::connect(v4::options(broker.addr, "pub")).await;
+    for n in 0..10u8 {
+        let qos = v4::QoS::AtLeastOnce;
+        publisher
+            .client
+            .publish("stored/a", qos, false, vec![n])
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        publisher
+            .wait_for(|event| matches!(event, v4::Incoming::PubAck(_)))
+            .await;
+        subscriber.next_publish().await;
+    }
+    let after = scrape(http).await;
+    // One batch per publish (its delivery stored), plus the subscriber's state changes.
+    let count = |samples: &HashMap<String, f64>, name: &str| samples[&format!("{name}_count")];
+    assert!(
+        count(&after, commits) >= count(&before, commits) + 10.0,
+        "{after:?}"
+    );
+    assert!(after[&format!("{commits}_sum")] > before[&format!("{commits}_sum")]);
+    assert_eq!(
+        after[&format!("{commits}_bucket{{le=\"+Inf\"}}")],
+        count(&after, commits)
+    );
+    // Acknowledged means fsynced: at least one group commit ran.
+    let syncs = "rookery_storage_sync_seconds";
+    assert!(count(&after, syncs) > count(&before, syncs), "{after:?}");
     broker.stop().await;
 }

@@ -4,11 +4,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
+use rookery::metrics::DropReason;
 use rookery::protocol::{
     Ack, ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
     Subscribe, SubscriptionOptions,
@@ -219,8 +219,7 @@ async fn message_over_client_maximum_packet_size_is_dropped_for_that_client_v5()
         .server
         .broker()
         .metrics()
-        .messages_dropped
-        .load(Ordering::Relaxed);
+        .dropped(DropReason::TooLarge);
     for (payload, qos) in [
         (vec![b'x'; 100], v4::QoS::AtLeastOnce),
         (vec![b'y'; 100], v4::QoS::AtMostOnce),
@@ -252,8 +251,7 @@ async fn message_over_client_maximum_packet_size_is_dropped_for_that_client_v5()
         .server
         .broker()
         .metrics()
-        .messages_dropped
-        .load(Ordering::Relaxed);
+        .dropped(DropReason::TooLarge);
     assert_eq!(
         dropped - dropped_before,
         2,
@@ -429,8 +427,7 @@ async fn max_queued_messages_drops_the_excess_for_an_offline_session_v4() {
         .server
         .broker()
         .metrics()
-        .messages_dropped
-        .load(Ordering::Relaxed);
+        .dropped(DropReason::QueueFull);
     assert_eq!(dropped, 2);
     let (mut sleeper, connack) = v4::connect(options).await;
     assert!(connack.session_present);

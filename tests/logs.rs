@@ -148,7 +148,7 @@ async fn keep_alive_timeout_is_logged_with_its_reason_code() {
 }
 
 #[tokio::test]
-async fn protocol_error_socket_loss_takeover_and_shutdown_each_say_why() {
+async fn protocol_error_and_shutdown_each_say_why() {
     let (log, _guard) = Captured::install();
     let broker = start_broker().await;
 
@@ -162,25 +162,61 @@ async fn protocol_error_socket_loss_takeover_and_shutdown_each_say_why() {
         .unwrap()
         .starts_with("protocol error: "));
 
-    let (vanishing, _) = RawClient::start(broker.addr, V4, "vanishing", true).await;
-    drop(vanishing);
-    let line = log.wait_for("client disconnected", "vanishing").await;
-    assert_eq!(line["reason"], "connection closed by the client or lost");
-
-    let (mut first, _) = RawClient::start(broker.addr, V5, "twin", true).await;
-    let (_second, _) = RawClient::start(broker.addr, V5, "twin", true).await;
-    first.drain_until_closed().await;
-    let line = log.wait_for("client disconnected", "twin").await;
-    assert_eq!(line["reason"], "session taken over by a new connection");
-    assert_eq!(line["code"], "0x8E");
-    assert_eq!(log.events("client connected", "twin").len(), 2);
-
     let (_staying, _) = RawClient::start(broker.addr, V5, "staying", true).await;
     log.wait_for("client connected", "staying").await;
     broker.stop().await;
     let line = log.wait_for("client disconnected", "staying").await;
     assert_eq!(line["reason"], "server shutting down");
     assert_eq!(line["code"], "0x8B");
+}
+
+#[tokio::test]
+async fn issue_9_a_close_without_disconnect_and_a_socket_error_are_told_apart() {
+    let (log, _guard) = Captured::install();
+    let broker = start_broker().await;
+
+    // An orderly close (FIN) with no DISCONNECT before it.
+    let (vanishing, _) = RawClient::start(broker.addr, V4, "vanishing", true).await;
+    drop(vanishing);
+    let line = log.wait_for("client disconnected", "vanishing").await;
+    assert_eq!(line["reason"], "closed by the client without DISCONNECT");
+    assert_eq!(line["code"], "");
+
+    // A reset (RST): zero linger makes the close abortive, as a crashed peer's
+    // kernel or a NAT dropping the flow would.
+    let (resetting, _) = RawClient::start(broker.addr, V4, "resetting", true).await;
+    resetting.stream.set_zero_linger().unwrap();
+    drop(resetting);
+    let line = log.wait_for("client disconnected", "resetting").await;
+    let reason = line["reason"].as_str().unwrap();
+    assert!(reason.starts_with("socket error: "), "{reason}");
+    assert!(
+        reason.to_lowercase().contains("reset"),
+        "the io error is in the line: {reason}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn issue_9_a_takeover_names_the_connection_that_took_the_session() {
+    let (log, _guard) = Captured::install();
+    let broker = start_broker().await;
+    let (mut first, _) = RawClient::start(broker.addr, V5, "twin", true).await;
+    let (second, _) = RawClient::start(broker.addr, V5, "twin", true).await;
+    first.drain_until_closed().await;
+    let line = log.wait_for("client disconnected", "twin").await;
+    let successor = second.stream.local_addr().unwrap();
+    assert_eq!(
+        line["reason"],
+        format!(
+            "session taken over by a new connection from {successor} on tcp {}",
+            broker.addr
+        )
+    );
+    assert_eq!(line["peer"], first.stream.local_addr().unwrap().to_string());
+    assert_eq!(line["code"], "0x8E");
+    assert_eq!(log.events("client connected", "twin").len(), 2);
+    broker.stop().await;
 }
 
 #[tokio::test]

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
+use rookery::metrics::DropReason;
 use rookery::protocol::{Ack, Packet, PacketId, ProtocolVersion, Publish, QoS};
 use rookery::Config;
 
@@ -305,8 +305,7 @@ async fn queue_limit(version: ProtocolVersion) {
         .server
         .broker()
         .metrics()
-        .messages_dropped
-        .load(Ordering::Relaxed);
+        .dropped(DropReason::QueueFull);
     assert_eq!(dropped, 2);
     let (mut subscriber, _) = resume(broker.addr, version, "sub").await;
     // The oldest three were kept; the newer two were dropped (mosquitto's max_queued_messages).

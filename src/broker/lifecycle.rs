@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
+use super::mailbox::{Control, Successor};
 use super::message::{Message, StoredWill, WillMessage};
-use super::registry::{ClientSlot, Control, Departure, Detached, Link, PendingWill, Previous};
+use super::registry::{ClientSlot, Departure, Detached, Link, PendingWill, Previous};
 use super::seam::{self, Claim, SessionRecord};
 use super::Broker;
 use crate::protocol::ClientId;
@@ -28,7 +29,7 @@ use crate::protocol::ClientId;
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The session an accepted CONNECT asks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionRequest<'a> {
     /// The client id, assigned if the client sent none.
     pub client_id: &'a ClientId,
@@ -39,6 +40,8 @@ pub struct SessionRequest<'a> {
     pub expiry: Option<Duration>,
     /// The will from CONNECT.
     pub will: Option<&'a WillMessage>,
+    /// Where the connection came from, for the log of a connection it replaces.
+    pub connection: Successor,
 }
 
 /// The session a connection now holds.
@@ -90,7 +93,8 @@ impl Broker {
             } => {
                 // A closed mailbox means the old connection is already leaving; its
                 // departure comes all the same.
-                let _ = old.mailbox.send_control(Control::TakeOver);
+                let successor = Box::new(request.connection.clone());
+                let _ = old.mailbox.send_control(Control::TakeOver(successor));
                 left_behind(departed, old.is_persistent).await
             }
             Previous::Ending { departed } => left_behind(departed, false).await,
@@ -330,6 +334,10 @@ mod tests {
             clean_start: true,
             expiry: Some(Duration::ZERO),
             will: None,
+            connection: Successor {
+                peer: None,
+                listener: "test".into(),
+            },
         }
     }
 

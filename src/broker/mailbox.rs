@@ -10,12 +10,35 @@
 //! registry slot (`max_queued_messages`), checked before anything is pushed.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::message::Delivery;
-use super::registry::Control;
+
+/// A request from the broker to a connection task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Another connection took the session over ([MQTT-3.1.4-3]): handle what the
+    /// client already sent, then detach; the successor gets the
+    /// [`Departure`](super::registry::Departure).
+    /// Boxed: the mailbox keeps room for one control, and takeovers are rare.
+    TakeOver(Box<Successor>),
+    /// An operator asked for the client to be disconnected (v5 DISCONNECT 0x98).
+    Kick,
+}
+
+/// The connection taking a session over, as the log line of the one it replaces
+/// tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Successor {
+    /// Its address, if the transport knew it.
+    pub peer: Option<SocketAddr>,
+    /// The listener it came in on (`tcp 127.0.0.1:1883`).
+    pub listener: Arc<str>,
+}
 
 #[derive(Debug, Default)]
 struct State {

@@ -22,10 +22,8 @@ pub mod sys;
 pub mod trie;
 
 pub use lifecycle::{Attached, SessionRequest};
-pub use mailbox::Mailbox;
-pub use registry::{
-    Admission, Census, ClientSlot, Control, Departure, Detached, Link, PendingWill,
-};
+pub use mailbox::{Control, Mailbox, Successor};
+pub use registry::{Admission, Census, ClientSlot, Departure, Depth, Detached, Link, PendingWill};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +34,7 @@ use parking_lot::RwLock;
 
 use crate::auth::{Action, Authenticator, ClientIdentity};
 use crate::config::{Limits, MqttConfig, SessionConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{ClientId, PacketId, TopicFilter};
 use message::{Delivery, Message};
 use registry::Registry;
@@ -192,6 +190,16 @@ impl Broker {
         self.retain_store.watch()
     }
 
+    /// Every session's queue depth and in-flight count (not for the hot path).
+    pub fn depths(&self) -> Vec<Depth> {
+        self.registry.depths()
+    }
+
+    /// How long storage commits and fsyncs take, if storage times them.
+    pub fn storage_latency(&self) -> Option<&crate::metrics::StorageLatency> {
+        self.log.latency()
+    }
+
     /// Mirrors a retained message another node stored.
     pub fn apply_retained(&self, message: Arc<Message>) {
         self.retained.write().set(message);
@@ -266,10 +274,7 @@ impl Broker {
         publisher: &ClientId,
         message: Arc<Message>,
     ) -> Result<Routed, seam::Error> {
-        self.count_received(&message);
-        let routed = self.route(publisher, message.clone(), None, None, Origin::Local)?;
-        self.fanout.publish(&message);
-        Ok(routed)
+        self.route_received(publisher, message, None, None)
     }
 
     /// Publishes the will of the session `of` and, in the same write, replaces its
@@ -281,10 +286,7 @@ impl Broker {
         message: Arc<Message>,
         record: &SessionRecord,
     ) -> Result<Routed, seam::Error> {
-        self.count_received(&message);
-        let routed = self.route(of, message.clone(), None, Some((of, record)), Origin::Local)?;
-        self.fanout.publish(&message);
-        Ok(routed)
+        self.route_received(of, message, None, Some((of, record)))
     }
 
     /// [`Broker::publish`] for an inbound QoS 2 message of a persistent session: its
@@ -296,14 +298,24 @@ impl Broker {
         message: Arc<Message>,
         packet_id: PacketId,
     ) -> Result<Routed, seam::Error> {
+        self.route_received(publisher, message, Some(packet_id), None)
+    }
+
+    /// Routes a message from a client (or its will) here and to other nodes:
+    /// counted as received, and as dropped when it matched no subscription and is
+    /// not kept as retained.
+    fn route_received(
+        &self,
+        publisher: &ClientId,
+        message: Arc<Message>,
+        incoming: Option<PacketId>,
+        session: Option<(&ClientId, &SessionRecord)>,
+    ) -> Result<Routed, seam::Error> {
         self.count_received(&message);
-        let routed = self.route(
-            publisher,
-            message.clone(),
-            Some(packet_id),
-            None,
-            Origin::Local,
-        )?;
+        let routed = self.route(publisher, message.clone(), incoming, session, Origin::Local)?;
+        if routed.matched == 0 && !message.retain {
+            self.metrics.count_dropped(DropReason::NoSubscribers, 1);
+        }
         self.fanout.publish(&message);
         Ok(routed)
     }
@@ -341,6 +353,7 @@ impl Broker {
             ..PublishWrite::default()
         };
         let mut sends = Vec::with_capacity(targets.len());
+        let (mut queue_full, mut offline) = (0, 0);
         for target in targets {
             let Some(slot) = self.registry.get(&target.client_id) else {
                 continue;
@@ -352,7 +365,8 @@ impl Broker {
                 self.session_config.queue_qos0_messages,
             );
             match admission {
-                Admission::Drop => routed.dropped += 1,
+                Admission::Drop(DropReason::QueueFull) => queue_full += 1,
+                Admission::Drop(_) => offline += 1,
                 Admission::Send => sends.push((slot, delivery)),
                 Admission::Store(seq) => {
                     let (entry, delivery) = QueuedDelivery::queued(seq, delivery);
@@ -360,12 +374,6 @@ impl Broker {
                     sends.push((slot, delivery));
                 }
             }
-        }
-        // A shared counter: touched only when something was dropped, not per publish.
-        if routed.dropped > 0 {
-            self.metrics
-                .messages_dropped
-                .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
         let keeps_retained = message.retain && origin != Origin::Remote;
         let stored = match keeps_retained && origin == Origin::Local {
@@ -383,8 +391,17 @@ impl Broker {
             self.retained.write().set(retained);
         }
         for (slot, delivery) in sends {
-            slot.deliver(delivery);
+            // The connection left between admission and now, and nothing was stored.
+            if !slot.deliver(delivery) {
+                offline += 1;
+            }
         }
+        // Shared counters: touched only when something was dropped, not per publish.
+        routed.dropped = queue_full + offline;
+        self.metrics
+            .count_dropped(DropReason::QueueFull, queue_full as u64);
+        self.metrics
+            .count_dropped(DropReason::Offline, offline as u64);
         Ok(routed)
     }
 

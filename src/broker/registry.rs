@@ -13,21 +13,11 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use super::mailbox::Mailbox;
-use super::seam::Claim;
-
+use super::mailbox::{Control, Mailbox};
 use super::message::{Delivery, Message};
+use super::seam::Claim;
+use crate::metrics::DropReason;
 use crate::protocol::{ClientId, QoS};
-
-/// A request from the broker to a connection task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Another connection took the session over ([MQTT-3.1.4-3]): handle what the
-    /// client already sent, then detach; the successor gets the [`Departure`].
-    TakeOver,
-    /// An operator asked for the client to be disconnected (v5 DISCONNECT 0x98).
-    Kick,
-}
 
 /// How to reach the connection that holds a session.
 #[derive(Debug, Clone)]
@@ -76,6 +66,9 @@ pub struct ClientSlot {
     client_id: ClientId,
     next_seq: AtomicU64,
     queued: AtomicUsize,
+    /// Messages sent and not yet acknowledged, as the connection last reported
+    /// (see [`ClientSlot::set_in_flight`]); meaningful only while online.
+    in_flight: AtomicUsize,
     presence: Mutex<Presence>,
     /// The epoch of the claim of the connection that holds (or last held) the
     /// session; 0 for a session restored at start-up.
@@ -89,7 +82,7 @@ pub struct ClientSlot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Over the queue limit, or QoS 0 for an offline session: dropped and counted.
-    Drop,
+    Drop(DropReason),
     /// Send to the connection without storing (QoS 0, or a session that ends with its connection).
     Send,
     /// Store under this sequence number, then send if the session is online.
@@ -121,11 +114,11 @@ impl ClientSlot {
         };
         let must_store = is_persistent && (qos > QoS::AtMostOnce || (!is_online && queue_qos0));
         if !is_online && !must_store {
-            return Admission::Drop;
+            return Admission::Drop(DropReason::Offline);
         }
         let queued = self.queued.load(Ordering::Relaxed);
         if max_queued != 0 && queued >= max_queued {
-            return Admission::Drop;
+            return Admission::Drop(DropReason::QueueFull);
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
         if must_store {
@@ -137,12 +130,23 @@ impl ClientSlot {
 
     /// Hands a delivery to the connection holding the session, if any. Looks the
     /// link up now, not at admission, so a session that attached in between gets it.
-    pub fn deliver(&self, delivery: Delivery) {
-        if let Presence::Online(link) = &*self.presence.lock() {
+    /// Returns `false` if the delivery is lost: it was not stored, and the
+    /// connection went away since admission.
+    pub fn deliver(&self, delivery: Delivery) -> bool {
+        let is_stored = delivery.seq.is_some();
+        let is_pushed = match &*self.presence.lock() {
             // A closed mailbox means the connection is ending; stored deliveries are
             // replayed from storage on the next attach, others end here.
-            link.mailbox.push(delivery);
-        }
+            Presence::Online(link) => link.mailbox.push(delivery),
+            Presence::Offline { .. } | Presence::Ending { .. } => false,
+        };
+        is_pushed || is_stored
+    }
+
+    /// Records how many messages the connection has in flight (a gauge for the
+    /// metrics; the connection reports it once per turn, only when it changed).
+    pub fn set_in_flight(&self, count: usize) {
+        self.in_flight.store(count, Ordering::Relaxed);
     }
 
     /// Releases a queue place once a delivery is finished (sent at QoS 0, acknowledged, or dropped).
@@ -163,6 +167,18 @@ impl ClientSlot {
     pub fn claim(&self) -> Claim {
         Claim {
             epoch: self.claim.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An ending session still counts as online: its connection is finishing.
+    fn depth(&self) -> Depth {
+        let is_online = matches!(
+            &*self.presence.lock(),
+            Presence::Online(_) | Presence::Ending { .. }
+        );
+        Depth {
+            queued: self.queued.load(Ordering::Relaxed),
+            in_flight: is_online.then(|| self.in_flight.load(Ordering::Relaxed)),
         }
     }
 
@@ -278,8 +294,19 @@ pub struct Census {
     pub online: usize,
     /// Sessions kept while their client is away.
     pub offline: usize,
-    /// Messages queued for all sessions.
+    /// Messages queued for all sessions (those in flight included).
     pub queued: usize,
+    /// Messages sent to connected clients and not yet acknowledged.
+    pub in_flight: usize,
+}
+
+/// How much one session holds (see [`Registry::depths`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    /// Messages queued for it, those in flight included.
+    pub queued: usize,
+    /// Messages in flight to its client; `None` while it is offline.
+    pub in_flight: Option<usize>,
 }
 
 /// Every session, online or offline.
@@ -308,6 +335,7 @@ impl Registry {
                     client_id: client_id.clone(),
                     next_seq: AtomicU64::new(1),
                     queued: AtomicUsize::new(0),
+                    in_flight: AtomicUsize::new(0),
                     presence: Mutex::new(Presence::Offline {
                         expires_at: None,
                         will: None,
@@ -348,6 +376,7 @@ impl Registry {
             client_id: client_id.clone(),
             next_seq: AtomicU64::new(restored.next_seq),
             queued: AtomicUsize::new(restored.queued),
+            in_flight: AtomicUsize::new(0),
             presence: Mutex::new(Presence::Offline {
                 expires_at: restored.expires_at,
                 will: restored.will,
@@ -439,13 +468,24 @@ impl Registry {
         let clients = self.clients.read();
         let mut census = Census::default();
         for slot in clients.values() {
-            match &*slot.presence.lock() {
-                Presence::Online(_) | Presence::Ending { .. } => census.online += 1,
-                Presence::Offline { .. } => census.offline += 1,
+            let depth = slot.depth();
+            match depth.in_flight {
+                Some(in_flight) => {
+                    census.online += 1;
+                    census.in_flight += in_flight;
+                }
+                None => census.offline += 1,
             }
-            census.queued += slot.queued.load(Ordering::Relaxed);
+            census.queued += depth.queued;
         }
         census
+    }
+
+    /// Every session's queue depth and in-flight count, for the metrics'
+    /// distributions. Like [`Registry::census`], not for the hot path.
+    pub fn depths(&self) -> Vec<Depth> {
+        let clients = self.clients.read();
+        clients.values().map(|slot| slot.depth()).collect()
     }
 
     /// Asks the connection holding `client_id` to disconnect it. Returns whether

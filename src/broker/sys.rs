@@ -132,8 +132,8 @@ impl Broker {
         state.maximum_connected = state.maximum_connected.max(census.online);
         let stored = census.queued + retained;
         let counters = [
-            get(&metrics.packets_received),
-            get(&metrics.packets_sent),
+            metrics.packets_received.total(),
+            metrics.packets_sent.total(),
             get(&metrics.bytes_received),
             get(&metrics.bytes_sent),
             get(&metrics.messages_received),
@@ -166,7 +166,7 @@ impl Broker {
             ("publish/messages/sent", counters[5].to_string()),
             (
                 "publish/messages/dropped",
-                get(&metrics.messages_dropped).to_string(),
+                metrics.deliveries_dropped().to_string(),
             ),
             (
                 "publish/bytes/received",
@@ -191,7 +191,7 @@ impl Broker {
                 values.push((format!("load/{series}/{window}"), format!("{load:.2}")));
             }
         }
-        if let Some(resident) = crate::metrics::resident_bytes() {
+        if let Some(resident) = crate::metrics::process::resident_bytes() {
             values.push(("heap/current".to_string(), resident.to_string()));
         }
         values

@@ -30,8 +30,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         connection_log::disconnected(&self.broker, &self.peer, session.client_id(), &ended);
         let now = Instant::now();
         let (departure, will) = match &ending {
-            Ending::TakenOver => session.hand_over(now),
-            Ending::Lost | Ending::Violation(_) | Ending::Kicked => session.depart(true, now),
+            Ending::TakenOver(_) => session.hand_over(now),
+            Ending::Closed | Ending::SocketError(_) | Ending::Violation(_) | Ending::Kicked => {
+                session.depart(true, now)
+            }
             Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
             Ending::Shutdown => session.depart_at_shutdown(now),
         };
@@ -39,9 +41,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.broker
             .disconnect(&client_id, connection_id, session.claim(), departure, will);
         let linger = match ending {
-            Ending::Lost => Duration::ZERO,
+            Ending::Closed | Ending::SocketError(_) => Duration::ZERO,
             Ending::Disconnected { .. } => LINGER,
-            Ending::TakenOver => {
+            Ending::TakenOver(_) => {
                 session.send_disconnect(ReasonCode::SESSION_TAKEN_OVER, &mut self.out);
                 LINGER
             }

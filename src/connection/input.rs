@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::{Connection, Ending, CLOSED_READS, MAX_READ, MIN_READ, STEADY_READS, TAKEOVER_READS};
 use crate::broker::arrival::Place;
+use crate::broker::Successor;
+use crate::metrics::PacketCounts;
 use crate::protocol::{decode, Packet};
 use crate::session::{Flow, Session};
 
@@ -55,21 +57,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// one before that and has already arrived is handled first (a DISCONNECT that
     /// ends the session, a last PUBLISH), as a single-threaded broker would have
     /// done ([MQTT-3.1.4-3]).
-    pub(super) fn read_what_arrived(&mut self, session: &mut Session) -> Ending {
+    pub(super) fn read_what_arrived(
+        &mut self,
+        session: &mut Session,
+        successor: Box<Successor>,
+    ) -> Ending {
         self.handle_ready(session, TAKEOVER_READS)
-            .unwrap_or(Ending::TakenOver)
+            .unwrap_or(Ending::TakenOver(successor))
     }
 
     /// The client can no longer be written to, most often because it closed
     /// without reading our answers (a device that connects, publishes,
     /// disconnects and closes in one burst). What it sent before closing still
     /// counts: its messages are routed, and a DISCONNECT in there takes effect.
-    pub(super) fn read_what_was_sent(&mut self, session: &mut Session) -> Ending {
+    /// Without one, the ending is the client's close if the read finds it, and
+    /// otherwise `write_error`.
+    pub(super) fn read_what_was_sent(
+        &mut self,
+        session: &mut Session,
+        write_error: std::io::Error,
+    ) -> Ending {
         let ending = self.handle_ready(session, CLOSED_READS);
         // Neither the answers that could not be written nor those to what was
         // just read can reach the client.
-        self.out.buffer().clear();
-        ending.unwrap_or(Ending::Lost)
+        self.out.discard();
+        ending.unwrap_or(Ending::SocketError(write_error))
     }
 
     /// Reads and handles what has already arrived, up to `reads` reads, stopping
@@ -92,7 +104,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.place.settle(wakes);
                     return None;
                 }
-                Poll::Ready(Ok(0) | Err(_)) => return Some(Ending::Lost),
+                Poll::Ready(Ok(0)) => return Some(Ending::Closed),
+                Poll::Ready(Err(error)) => return Some(Ending::SocketError(error)),
                 Poll::Ready(Ok(n)) => {
                     self.adapt_read_size(n);
                     if let Some(ending) = self.handle_packets(session) {
@@ -122,8 +135,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Handles every complete packet in the read buffer.
+    /// Handles every complete packet in the read buffer, and counts them by type.
     pub(super) fn handle_packets(&mut self, session: &mut Session) -> Option<Ending> {
+        let mut received = PacketCounts::default();
+        let ending = self.handle_counted(session, &mut received);
+        received.add_to(&self.broker.metrics().packets_received);
+        ending
+    }
+
+    fn handle_counted(
+        &mut self,
+        session: &mut Session,
+        received: &mut PacketCounts,
+    ) -> Option<Ending> {
         let max = self.broker.limits().max_packet_size as usize;
         let now = Instant::now();
         loop {
@@ -132,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None) => break,
                 Err(error) => return Some(Ending::Violation(error.into())),
             };
+            received.count(packet.packet_type());
             self.is_routing_input |= !matches!(
                 packet,
                 Packet::Publish(_)

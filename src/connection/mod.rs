@@ -24,8 +24,9 @@ use tracing::{debug, info_span, Instrument};
 use crate::broker::arrival::Place;
 use crate::broker::message::Delivery;
 use crate::broker::seam::SyncPoint;
-use crate::broker::{Broker, Control, Link, Mailbox, SessionRequest};
+use crate::broker::{Broker, Control, Link, Mailbox, SessionRequest, Successor};
 use crate::connection_log::{self, Ended};
+use crate::metrics::Metrics;
 use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
 use crate::session::{self, connect, Negotiated, Outbox, Peer, Session, SessionExpiry};
 
@@ -55,14 +56,16 @@ const SHUTDOWN_LINGER: Duration = Duration::ZERO;
 
 /// Why a connection ended.
 enum Ending {
-    /// The peer closed the socket or the socket failed: publish the will.
-    Lost,
+    /// The client closed the socket without DISCONNECT: publish the will.
+    Closed,
+    /// Reading or writing the socket failed (a reset, a timeout): publish the will.
+    SocketError(std::io::Error),
     /// The client sent DISCONNECT.
     Disconnected { publish_will: bool },
     /// The client broke the protocol: tell a v5 client why, publish the will.
     Violation(session::Error),
     /// Another connection took the session over.
-    TakenOver,
+    TakenOver(Box<Successor>),
     /// The broker is shutting down.
     Shutdown,
     /// An operator disconnected the client (admin API): v5 0x98, will published.
@@ -73,14 +76,15 @@ impl Ending {
     /// How the log line tells this ending.
     fn ended<'a>(&'a self, session: &Session) -> Ended<'a> {
         match self {
-            Ending::Lost => Ended::Lost,
+            Ending::Closed => Ended::Closed,
+            Ending::SocketError(error) => Ended::SocketError(error),
             Ending::Disconnected { .. } => Ended::ClientDisconnect(
                 session
                     .disconnect_reason()
                     .unwrap_or(ReasonCode::NORMAL_DISCONNECTION),
             ),
             Ending::Violation(error) => Ended::Violation(error),
-            Ending::TakenOver => Ended::TakenOver,
+            Ending::TakenOver(successor) => Ended::TakenOver(successor),
             Ending::Shutdown => Ended::Shutdown,
             Ending::Kicked => Ended::Kicked,
         }
@@ -181,9 +185,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             mailbox: mailbox.clone(),
             is_persistent: negotiated.session_expiry.is_persistent(),
         };
+        let successor = Successor {
+            peer: self.peer.addr,
+            listener: self.peer.listener.clone(),
+        };
         let attached = match self
             .broker
-            .connect(session_request(&negotiated), link)
+            .connect(session_request(&negotiated, successor), link)
             .await
         {
             Ok(attached) => attached,
@@ -236,7 +244,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut batch = Vec::new();
         loop {
             match mailbox.take_control() {
-                Some(Control::TakeOver) => return self.read_what_arrived(session),
+                Some(Control::TakeOver(successor)) => {
+                    return self.read_what_arrived(session, successor)
+                }
                 Some(Control::Kick) => return Ending::Kicked,
                 None => {}
             }
@@ -249,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 written = self.flush_session(session) => if let Err(error) = written {
                     debug!(%error, "write failed");
-                    return self.read_what_was_sent(session);
+                    return self.read_what_was_sent(session, error);
                 },
                 () = mailbox.control_requested() => continue,
             }
@@ -260,7 +270,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 () = shutdown.cancelled() => return Ending::Shutdown,
                 read = input::read_in_order(&mut self.stream, &mut self.read_buf, &self.place, &self.place_waker) => match read {
-                    Ok(0) | Err(_) => return Ending::Lost,
+                    Ok(0) => return Ending::Closed,
+                    Err(error) => return Ending::SocketError(error),
                     Ok(n) => if let Some(ending) = self.on_read(n, session).await {
                         return ending;
                     },
@@ -302,26 +313,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Counts what the session sent, then writes it.
     async fn flush_session(&mut self, session: &mut Session) -> std::io::Result<()> {
-        session.report_counts(self.broker.metrics(), &mut self.out);
         // A SUBACK leaves once other nodes route to the new subscription.
         // Cancel-safe: the flag is cleared only once the wait is over.
         if session.has_new_interest() {
             self.broker.interest_settled().await;
             session.interest_settled();
         }
-        let sent = session.take_sent_count();
-        if sent > 0 {
-            self.broker
-                .metrics()
-                .messages_sent
-                .fetch_add(sent, Ordering::Relaxed);
-        }
+        let metrics = self.broker.metrics();
+        Metrics::add(&metrics.messages_sent, session.take_sent_count());
+        session.report_in_flight();
         self.flush().await
     }
 
-    /// Writes everything the outbox holds. Cancel-safe: what was written leaves the
-    /// outbox as it goes, so a cancelled flush resumes where it stopped.
+    /// Counts and writes everything the outbox holds. Cancel-safe: what was
+    /// written leaves the outbox as it goes, so a cancelled flush resumes where it
+    /// stopped.
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.report_counts(self.broker.metrics());
         if self.out.is_empty() {
             return Ok(());
         }
@@ -348,7 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// The session an accepted CONNECT asks the broker for.
-fn session_request(negotiated: &Negotiated) -> SessionRequest<'_> {
+fn session_request(negotiated: &Negotiated, connection: Successor) -> SessionRequest<'_> {
     let expiry = match negotiated.session_expiry {
         SessionExpiry::WithConnection => Some(Duration::ZERO),
         SessionExpiry::After(duration) => Some(duration),
@@ -359,5 +367,6 @@ fn session_request(negotiated: &Negotiated) -> SessionRequest<'_> {
         clean_start: negotiated.clean_start,
         expiry,
         will: negotiated.will.as_deref(),
+        connection,
     }
 }

@@ -136,7 +136,7 @@ fn stats(broker: &Broker, started: Instant) -> Json<Value> {
         "retained": broker.retained_census().0,
         "publish_received": get(&metrics.messages_received),
         "publish_sent": get(&metrics.messages_sent),
-        "publish_dropped": get(&metrics.messages_dropped),
+        "publish_dropped": metrics.deliveries_dropped(),
         "bytes_received": get(&metrics.bytes_received),
         "bytes_sent": get(&metrics.bytes_sent),
     }))

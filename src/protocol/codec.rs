@@ -712,6 +712,9 @@ pub(crate) mod tests {
                 let mut out = BytesMut::new();
                 encode(&packet, version, &mut out);
                 assert_eq!(out.len(), encoded_len(&packet, version));
+                // The type the metrics count by is the one on the wire.
+                assert_eq!(out[0] >> 4, packet.packet_type());
+                assert_eq!(Packet::type_name(packet.packet_type()), Some(packet.name()));
                 let again = decode(&mut out, version, usize::MAX);
                 assert_eq!(again, Ok(Some(packet)));
                 assert!(out.is_empty());

@@ -142,6 +142,51 @@ pub enum Packet {
 }
 
 impl Packet {
+    /// The control packet type, the high nibble of the fixed header's first byte
+    /// ([MQTT-2.1.2], table 2-1): 1 for CONNECT to 15 for AUTH.
+    pub fn packet_type(&self) -> u8 {
+        match self {
+            Packet::Connect(_) => 1,
+            Packet::ConnAck(_) => 2,
+            Packet::Publish(_) => 3,
+            Packet::PubAck(_) => 4,
+            Packet::PubRec(_) => 5,
+            Packet::PubRel(_) => 6,
+            Packet::PubComp(_) => 7,
+            Packet::Subscribe(_) => 8,
+            Packet::SubAck(_) => 9,
+            Packet::Unsubscribe(_) => 10,
+            Packet::UnsubAck(_) => 11,
+            Packet::PingReq => 12,
+            Packet::PingResp => 13,
+            Packet::Disconnect(_) => 14,
+            Packet::Auth(_) => 15,
+        }
+    }
+
+    /// The spec's name of control packet type `packet_type` (`None` for 0, which
+    /// is reserved, and anything above 15).
+    pub fn type_name(packet_type: u8) -> Option<&'static str> {
+        const NAMES: [&str; 15] = [
+            "CONNECT",
+            "CONNACK",
+            "PUBLISH",
+            "PUBACK",
+            "PUBREC",
+            "PUBREL",
+            "PUBCOMP",
+            "SUBSCRIBE",
+            "SUBACK",
+            "UNSUBSCRIBE",
+            "UNSUBACK",
+            "PINGREQ",
+            "PINGRESP",
+            "DISCONNECT",
+            "AUTH",
+        ];
+        NAMES.get(usize::from(packet_type).checked_sub(1)?).copied()
+    }
+
     /// The packet's name as the spec writes it, for logs.
     pub fn name(&self) -> &'static str {
         match self {

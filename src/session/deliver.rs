@@ -10,6 +10,7 @@ use crate::auth::Action;
 use crate::broker::message::Delivery;
 use crate::broker::seam::{DeliveryState, QueuedDelivery};
 use crate::broker::Broker;
+use crate::metrics::DropReason;
 use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 
 /// The Message Expiry Interval forwarded to a subscriber: what remains of the
@@ -108,6 +109,7 @@ impl Session {
     ) -> Result<(), Error> {
         // [MQTT-3.3.2-5] an expired message is not delivered.
         if delivery.message.is_expired(now) {
+            broker.metrics().count_dropped(DropReason::Expired, 1);
             return self.finish(&delivery, broker);
         }
         // A `deny` rule may carve topics out of an allowed subscription, and the ACL
@@ -118,15 +120,13 @@ impl Session {
             delivery.message.topic.as_str(),
             now,
         ) {
+            broker.metrics().count_dropped(DropReason::NotAuthorized, 1);
             return self.finish(&delivery, broker);
         }
         if delivery.qos == QoS::AtMostOnce {
             if !self.send_publish(&delivery, None, false, now, out) {
                 // [MQTT-3.1.2-25] too large for the client: dropped, and counted as such.
-                broker
-                    .metrics()
-                    .messages_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                broker.metrics().count_dropped(DropReason::TooLarge, 1);
             }
             self.slot.release();
             return Ok(());
@@ -137,10 +137,7 @@ impl Session {
         };
         if !self.send_publish(&delivery, Some(packet_id), false, now, out) {
             // Too large for the client: [MQTT-3.1.2-25] drop it as if it were delivered.
-            broker
-                .metrics()
-                .messages_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            broker.metrics().count_dropped(DropReason::TooLarge, 1);
             return self.finish(&delivery, broker);
         }
         if let (Some(seq), true) = (delivery.seq, self.is_persistent()) {

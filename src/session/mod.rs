@@ -23,7 +23,6 @@ use crate::broker::message::Message;
 use crate::broker::seam::{self, Claim};
 use crate::broker::Broker;
 use crate::broker::{Attached, ClientSlot, Departure, PendingWill};
-use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientId, Disconnect, Packet, PacketId, ProtocolVersion, ReasonCode, TopicName,
 };
@@ -91,11 +90,11 @@ pub struct Session {
     replayed_seqs: HashSet<u64>,
     /// PUBLISH packets sent since the connection last collected the count.
     sent_count: u64,
-    /// Packets received since the connection last collected the counts.
-    received_packets: u64,
     /// Whether a subscription was added since the connection last asked: its
     /// SUBACK waits until other nodes know of it ([`Broker::interest_settled`]).
     has_new_interest: bool,
+    /// The in-flight count last shown to the registry (see [`Session::report_in_flight`]).
+    reported_in_flight: usize,
     /// The reason code of the client's DISCONNECT, once it sent one.
     disconnect_reason: Option<ReasonCode>,
     /// ACL denials, logged at a limited rate.
@@ -126,8 +125,8 @@ impl Session {
             outbound: Outbound::new(negotiated.client_receive_maximum),
             replayed_seqs: HashSet::new(),
             sent_count: 0,
-            received_packets: 0,
             has_new_interest: false,
+            reported_in_flight: 0,
             disconnect_reason: None,
             denials: Default::default(),
         }
@@ -160,16 +159,14 @@ impl Session {
         std::mem::take(&mut self.sent_count)
     }
 
-    /// Adds this turn's packet counts (received here, sent through `out`) to the
-    /// broker's counters: once per turn, not once per packet.
-    pub fn report_counts(&mut self, metrics: &Metrics, out: &mut Outbox) {
-        let (sent, publish_bytes) = out.take_counts();
-        Metrics::add(&metrics.packets_sent, sent);
-        Metrics::add(&metrics.publish_bytes_sent, publish_bytes);
-        Metrics::add(
-            &metrics.packets_received,
-            std::mem::take(&mut self.received_packets),
-        );
+    /// Shows the registry how many messages are in flight, for the metrics: once
+    /// per connection turn, and only when the number changed.
+    pub fn report_in_flight(&mut self) {
+        let in_flight = self.outbound.len();
+        if in_flight != self.reported_in_flight {
+            self.slot.set_in_flight(in_flight);
+            self.reported_in_flight = in_flight;
+        }
     }
 
     /// The reason code of the client's DISCONNECT (0x00 for 3.x), once it sent one.
@@ -197,7 +194,6 @@ impl Session {
         out: &mut Outbox,
     ) -> Result<Flow, Error> {
         self.last_packet_at = now;
-        self.received_packets += 1;
         match packet {
             Packet::Publish(publish) => self.on_publish(publish, broker, now, out)?,
             Packet::PubAck(ack) => self.on_puback(ack, broker, now, out)?,

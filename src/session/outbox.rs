@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use crate::metrics::{Metrics, PacketCounts};
 use crate::protocol::{encode, Packet, ProtocolVersion};
 
 /// An output buffer that enforces the peer's Maximum Packet Size.
@@ -11,8 +12,8 @@ pub struct Outbox {
     buffer: BytesMut,
     version: ProtocolVersion,
     max_packet_size: usize,
-    /// Packets and PUBLISH payload bytes encoded since [`Outbox::take_counts`].
-    packets: u64,
+    /// Packets by type and PUBLISH payload bytes encoded since [`Outbox::report_counts`].
+    packets: PacketCounts,
     publish_bytes: u64,
 }
 
@@ -23,7 +24,7 @@ impl Outbox {
             buffer: BytesMut::new(),
             version,
             max_packet_size: usize::MAX,
-            packets: 0,
+            packets: PacketCounts::default(),
             publish_bytes: 0,
         }
     }
@@ -47,19 +48,29 @@ impl Outbox {
             self.buffer.truncate(start);
             return false;
         }
-        self.packets += 1;
+        self.packets.count(packet.packet_type());
         if let Packet::Publish(publish) = packet {
             self.publish_bytes += publish.payload.len() as u64;
         }
         true
     }
 
-    /// Packets and PUBLISH payload bytes encoded since the last call.
-    pub fn take_counts(&mut self) -> (u64, u64) {
-        (
-            std::mem::take(&mut self.packets),
+    /// Adds the packets and PUBLISH payload bytes encoded since the last call to
+    /// the broker's counters: once per connection turn, not once per packet.
+    pub fn report_counts(&mut self, metrics: &Metrics) {
+        self.packets.add_to(&metrics.packets_sent);
+        Metrics::add(
+            &metrics.publish_bytes_sent,
             std::mem::take(&mut self.publish_bytes),
-        )
+        );
+    }
+
+    /// Drops everything encoded and not yet written, and its counts: it will
+    /// never be sent.
+    pub fn discard(&mut self) {
+        self.buffer.clear();
+        self.packets = PacketCounts::default();
+        self.publish_bytes = 0;
     }
 
     /// The bytes to write.

@@ -113,7 +113,7 @@ impl Session {
                     stored.push((self.client_id.clone(), entry));
                     delivery
                 }
-                Admission::Send | Admission::Drop => delivery,
+                Admission::Send | Admission::Drop(_) => delivery,
             })
             .collect();
         if !stored.is_empty() {

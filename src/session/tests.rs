@@ -76,6 +76,10 @@ fn request(negotiated: &Negotiated) -> SessionRequest<'_> {
             SessionExpiry::Never => None,
         },
         will: negotiated.will.as_deref(),
+        connection: crate::broker::Successor {
+            peer: None,
+            listener: "test".into(),
+        },
     }
 }
 

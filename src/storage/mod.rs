@@ -35,6 +35,7 @@ use crate::broker::seam::{
 };
 pub use crate::config::Durability;
 use crate::config::StorageConfig;
+use crate::metrics::StorageLatency;
 use crate::protocol::{ClientId, PacketId};
 use claims::Claims;
 
@@ -178,6 +179,14 @@ impl SessionStore for Storage {
 }
 
 impl MessageLog for Storage {
+    /// Only the disk backend has anything worth timing.
+    fn latency(&self) -> Option<&StorageLatency> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Fjall(store) => Some(store.latency()),
+        }
+    }
+
     fn append(&self, write: &PublishWrite<'_>) -> Result<(), Error> {
         if write.is_empty() {
             return Ok(());

@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use super::{Error, SessionRecord};
 use crate::broker::message::Delivery;
+use crate::metrics::StorageLatency;
 use crate::protocol::{ClientId, PacketId};
 
 /// The stored deliveries of persistent sessions, in routing order per session.
@@ -50,6 +51,12 @@ pub trait MessageLog: Send + Sync + fmt::Debug {
 
     /// Makes everything durable (graceful shutdown).
     fn sync(&self) -> Result<(), Error>;
+
+    /// How long commits and fsyncs take, for `/metrics`; `None` when there is
+    /// nothing worth timing.
+    fn latency(&self) -> Option<&StorageLatency> {
+        None
+    }
 }
 
 /// A point in the sequence of writes: once storage is durable up to it, every
