@@ -72,22 +72,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 debug!(client_id = %negotiated.client_id, max, "CONNACK exceeds the client's Maximum Packet Size; closing");
                 return None;
             }
-            self.out.buffer().clear();
+            self.out.discard();
         }
         Some(negotiated)
     }
 
     /// Reads until a whole CONNECT has arrived. `Ok(None)`: the peer left first.
     async fn read_connect(&mut self) -> Result<Option<Box<protocol::Connect>>, protocol::Error> {
+        const CONNECT: u8 = 1;
         let max = self.broker.limits().max_packet_size as usize;
         loop {
             // [MQTT-3.1.0-1] the first packet must be CONNECT: judged by its first
             // byte, not after waiting for whatever length a stray packet claims.
-            if self.read_buf.first().is_some_and(|&first| first >> 4 != 1) {
+            if self
+                .read_buf
+                .first()
+                .is_some_and(|&first| first >> 4 != CONNECT)
+            {
                 return Err(protocol::Error::Protocol("first packet is not CONNECT"));
             }
             match decode(&mut self.read_buf, ProtocolVersion::V3_1_1, max)? {
-                Some(Packet::Connect(connect)) => return Ok(Some(connect)),
+                Some(Packet::Connect(connect)) => {
+                    // Read before the session's turns begin: counted on its own.
+                    let metrics = self.broker.metrics();
+                    metrics.packets_received.count_one(CONNECT);
+                    return Ok(Some(connect));
+                }
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
                 Some(_) => return Err(protocol::Error::Protocol("first packet is not CONNECT")),
                 None => {}
