@@ -15,7 +15,7 @@
 mod fjall;
 mod group_commit;
 mod memory;
-mod record;
+pub(crate) mod record;
 
 use std::path::PathBuf;
 use std::sync::Arc;
