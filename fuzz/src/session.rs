@@ -6,7 +6,8 @@
 //!   client's Maximum Packet Size ([MQTT-3.1.2-24]);
 //! - QoS 1/2 PUBLISH packets in flight never exceed the client's window
 //!   (Receive Maximum / `max_inflight`, [MQTT-3.3.4-7]), counted as the client
-//!   sees them: sent and not yet PUBACKed, PUBCOMPed or refused by PUBREC ≥ 0x80;
+//!   sees them: sent on this connection (the quota starts afresh with each one,
+//!   MQTT 5.0 §4.9) and not yet PUBACKed, PUBCOMPed or refused by PUBREC ≥ 0x80;
 //! - a new PUBLISH never reuses a packet id that is still in flight
 //!   ([MQTT-2.3.1-2]), and a DUP one only resends an id in flight ([MQTT-4.4.0-1]);
 //! - each client PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE and PINGREQ gets its one
@@ -69,13 +70,22 @@ pub fn check(data: &[u8]) {
 /// What the client knows about the session's outbound QoS 1/2 messages.
 #[derive(Default)]
 struct Client {
-    /// Packet id → whether the client has sent PUBREC (QoS 2, waiting for PUBREL).
-    in_flight: BTreeMap<u16, Phase>,
+    /// Packet id → how far its handshake has got.
+    in_flight: BTreeMap<u16, InFlight>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct InFlight {
+    phase: Phase,
+    /// Whether the PUBLISH was sent on the current connection.
+    is_current: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
+    /// PUBLISH received; the client has not answered yet.
     Published,
+    /// PUBREC sent (QoS 2): waiting for PUBREL.
     Released,
 }
 
@@ -204,6 +214,9 @@ impl World {
         if !is_present {
             self.client = Client::default();
         }
+        for entry in self.client.in_flight.values_mut() {
+            entry.is_current = false;
+        }
         let mut session = Session::new(&negotiated, slot, &self.broker, self.now);
         out.send(&Packet::ConnAck(connect::connack(
             &negotiated,
@@ -316,7 +329,7 @@ impl World {
             .client
             .in_flight
             .iter()
-            .map(|(&id, &phase)| (id, phase))
+            .map(|(&id, entry)| (id, entry.phase))
             .collect();
         for (id, phase) in in_flight {
             let ack = Ack::new(PacketId::new(id).expect("ids in flight are non-zero"));
@@ -411,15 +424,15 @@ impl Client {
                 return;
             }
             Packet::PubRec(ack) => {
-                if let Some(phase) = self.in_flight.get_mut(&ack.packet_id.get()) {
-                    *phase = Phase::Released;
+                if let Some(entry) = self.in_flight.get_mut(&ack.packet_id.get()) {
+                    entry.phase = Phase::Released;
                 }
                 return;
             }
             _ => return,
         };
         let id = ack.packet_id.get();
-        if self.in_flight.get(&id) == Some(&ends) {
+        if self.in_flight.get(&id).map(|entry| entry.phase) == Some(ends) {
             self.in_flight.remove(&id);
         }
     }
@@ -433,25 +446,28 @@ impl Client {
             return;
         };
         let id = packet_id.get();
+        let phase = self.in_flight.get(&id).map(|entry| entry.phase);
         if publish.dup {
             assert_eq!(
-                self.in_flight.get(&id),
-                Some(&Phase::Published),
+                phase,
+                Some(Phase::Published),
                 "DUP PUBLISH {id} is not a resend; in flight: {:?}",
                 self.in_flight
             );
         } else {
-            assert!(
-                !self.in_flight.contains_key(&id),
+            assert_eq!(
+                phase, None,
                 "PUBLISH reuses packet id {id} still in flight: {:?}",
                 self.in_flight
             );
-            self.in_flight.insert(id, Phase::Published);
         }
+        let is_current = true;
+        let phase = Phase::Published;
+        self.in_flight.insert(id, InFlight { phase, is_current });
+        let current = self.in_flight.values().filter(|e| e.is_current).count();
         assert!(
-            self.in_flight.len() <= window,
-            "{} QoS 1/2 PUBLISH in flight, window {window}: {:?}",
-            self.in_flight.len(),
+            current <= window,
+            "{current} QoS 1/2 PUBLISH in flight, window {window}: {:?}",
             self.in_flight
         );
     }
