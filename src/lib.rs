@@ -49,6 +49,19 @@ pub mod server;
 pub mod session;
 pub mod storage;
 
+/// Internals that the fuzz targets in `fuzz/` drive directly. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The storage record encoding (`storage::record`), for the `record` target.
+    pub mod record {
+        pub use crate::storage::record::{
+            client_prefix, decode_delivery, decode_retained, decode_session, decode_state,
+            decode_subscription, encode_delivery, encode_retained, encode_session, encode_state,
+            encode_subscription, key_seq, split_key, Clock,
+        };
+    }
+}
+
 pub use broker::Broker;
 pub use config::Config;
 pub use server::Server;

@@ -287,11 +287,21 @@ pub fn hash_password(password: &str, kind: HashKind) -> String {
 /// The text of a password file with `username`'s entry set to `hash`: its line
 /// replaced in place if present, appended otherwise. Comments and other users'
 /// lines are kept as they were. Used by `rookery passwd`.
+///
+/// Refuses a username that [`PasswordFile::parse`] would not read back as written:
+/// one with surrounding whitespace (trimmed away) or a leading `#` (a comment).
 pub fn set_entry(text: &str, username: &str, hash: &str) -> Result<String, Error> {
-    if username.is_empty() || username.contains(':') || username.contains(char::is_control) {
+    if username.is_empty()
+        || username.contains(':')
+        || username.contains(char::is_control)
+        || username.trim() != username
+        || username.starts_with('#')
+    {
         return Err(Error::Parse {
             line: 0,
-            reason: "a username must be non-empty, without `:` or control characters".to_owned(),
+            reason: "a username must be non-empty, without `:`, control characters, \
+                     surrounding whitespace or a leading `#`"
+                .to_owned(),
         });
     }
     let entry = format!("{username}:{hash}");
@@ -437,6 +447,16 @@ mod tests {
         assert_eq!(set_entry("", "dave", "h").unwrap(), "dave:h\n");
         assert!(set_entry("", "a:b", "h").is_err());
         assert!(set_entry("", "", "h").is_err());
+    }
+
+    #[test]
+    fn issue_12_set_entry_refuses_names_the_file_would_not_read_back() {
+        // The parser trims names and skips `#` lines: such a user could never log in.
+        for name in [" bob", "bob ", "\u{a0}bob", "#bob"] {
+            assert!(set_entry("", name, SHA512_LINE).is_err(), "{name:?}");
+        }
+        let updated = set_entry("", "b#b", "$6$AQ==$x").unwrap();
+        assert_eq!(updated, "b#b:$6$AQ==$x\n");
     }
 
     #[test]

@@ -35,7 +35,8 @@ impl Session {
 
     /// Replays the stored state of a resumed persistent session: unacknowledged
     /// PUBLISH again with DUP=1 and their original packet ids, PUBREL again, then the
-    /// queued messages, all in their original order.
+    /// queued messages, all in their original order. Only as many as the client's
+    /// window holds go now; the rest follow as it acknowledges ([MQTT-3.3.4-7]).
     pub fn resume(&mut self, broker: &Broker, now: Instant, out: &mut Outbox) -> Result<(), Error> {
         let (stored, incoming) = broker.stored_state(&self.client_id)?;
         self.incoming = incoming.into_iter().collect();
@@ -52,15 +53,13 @@ impl Session {
                 DeliveryState::Queued => self.outbound.push_pending(delivery),
                 DeliveryState::Sent(packet_id) => {
                     let phase = Phase::Published;
-                    self.send_publish(&delivery, packet_id, true, now, out);
                     self.outbound
-                        .insert(packet_id, InFlight { delivery, phase });
+                        .push_resend(packet_id, InFlight { delivery, phase });
                 }
                 DeliveryState::Released(packet_id) => {
-                    out.send(&Packet::PubRel(Ack::new(packet_id)));
                     let phase = Phase::Released;
                     self.outbound
-                        .insert(packet_id, InFlight { delivery, phase });
+                        .push_resend(packet_id, InFlight { delivery, phase });
                 }
             }
         }
@@ -88,12 +87,24 @@ impl Session {
         self.send_delivery(delivery, broker, now, out)
     }
 
+    /// Fills the window: resends of a resumed session first, then waiting deliveries.
     fn send_pending(
         &mut self,
         broker: &Broker,
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), Error> {
+        while let Some((packet_id, in_flight)) = self.outbound.pop_resend() {
+            match in_flight.phase {
+                Phase::Published => {
+                    self.send_publish(&in_flight.delivery, packet_id, true, now, out);
+                }
+                Phase::Released => {
+                    out.send(&Packet::PubRel(Ack::new(packet_id)));
+                }
+            }
+            self.outbound.insert(packet_id, in_flight);
+        }
         while let Some(delivery) = self.outbound.pop_pending() {
             self.send_delivery(delivery, broker, now, out)?;
         }

@@ -33,6 +33,11 @@ pub struct InFlight {
 #[derive(Debug)]
 pub struct Outbound {
     window: HashMap<PacketId, InFlight>,
+    /// Unfinished handshakes of a resumed session waiting for room in the window:
+    /// the client's Receive Maximum may be smaller than before the reconnect
+    /// ([MQTT-3.3.4-7]). Each keeps its packet id ([MQTT-4.4.0-1]), so none is
+    /// reused meanwhile.
+    resends: VecDeque<(PacketId, InFlight)>,
     pending: VecDeque<Delivery>,
     capacity: usize,
     last_id: u16,
@@ -44,6 +49,7 @@ impl Outbound {
     pub fn new(capacity: u16) -> Outbound {
         Outbound {
             window: HashMap::new(),
+            resends: VecDeque::new(),
             pending: VecDeque::new(),
             capacity: usize::from(capacity.max(1)),
             last_id: 0,
@@ -71,12 +77,28 @@ impl Outbound {
         for _ in 0..=u16::MAX {
             self.last_id = self.last_id.wrapping_add(1);
             if let Some(id) = PacketId::new(self.last_id) {
-                if !self.window.contains_key(&id) {
+                let is_waiting = self.resends.iter().any(|(waiting, _)| *waiting == id);
+                if !self.window.contains_key(&id) && !is_waiting {
                     return Some(id);
                 }
             }
         }
         None
+    }
+
+    /// Queues an unfinished handshake of a resumed session to be resent, in order,
+    /// before any new delivery.
+    pub fn push_resend(&mut self, packet_id: PacketId, in_flight: InFlight) {
+        self.resends.push_back((packet_id, in_flight));
+    }
+
+    /// The oldest handshake waiting to be resent, if the window has room for it.
+    pub fn pop_resend(&mut self) -> Option<(PacketId, InFlight)> {
+        if self.has_room() {
+            self.resends.pop_front()
+        } else {
+            None
+        }
     }
 
     /// Records a sent PUBLISH (or a resumed one).
@@ -133,9 +155,9 @@ impl Outbound {
         }
     }
 
-    /// Whether deliveries are waiting.
+    /// Whether deliveries or resends are waiting.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.resends.is_empty()
     }
 
     /// Number of waiting deliveries.

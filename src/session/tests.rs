@@ -419,6 +419,45 @@ fn persistent_session_resumes_unacknowledged_messages_with_dup() {
 }
 
 #[test]
+fn issue_12_resume_resends_no_more_than_the_new_receive_maximum_v5() {
+    // [MQTT-3.3.4-7] the window is the Receive Maximum of *this* connection; the
+    // rest of the resends wait their turn, with their ids ([MQTT-4.4.0-1]).
+    let broker = Broker::new(
+        Limits::default(),
+        SessionConfig::default(),
+        Storage::in_memory(),
+    );
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", false);
+    connect.properties.session_expiry_interval = Some(60);
+    let mut h = harness_with(broker, connect.clone());
+    h.subscribe("t", QoS::AtLeastOnce);
+    for _ in 0..3 {
+        let message = Arc::new(message("t", QoS::AtLeastOnce));
+        h.broker.publish(&ClientId::new("p"), message).unwrap();
+    }
+    h.deliver_mailbox();
+    assert_eq!(h.sent().len(), 3);
+    let (departure, _) = h.session.depart(true, h.now);
+    h.broker
+        .registry()
+        .detach(&ClientId::new("c"), 1, departure);
+    connect.properties.receive_maximum = Some(1);
+    let mut h = harness_with(h.broker, connect);
+    h.session.resume(&h.broker, h.now, &mut h.out).unwrap();
+    for expected in 1..=3 {
+        let sent = h.sent();
+        let [Packet::Publish(resent)] = sent.as_slice() else {
+            panic!("expected one resend, got {sent:?}")
+        };
+        assert_eq!((resent.packet_id, resent.dup), (Some(id(expected)), true));
+        assert!(!h.session.can_send(), "the window is full");
+        h.packet(Packet::PubAck(Ack::new(id(expected)))).unwrap();
+    }
+    assert!(h.sent().is_empty());
+    assert!(h.session.can_send());
+}
+
+#[test]
 fn second_connect_is_a_protocol_error() {
     // [MQTT-3.1.0-2]
     let mut h = harness(ProtocolVersion::V5);

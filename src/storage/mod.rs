@@ -18,7 +18,7 @@ mod claims;
 mod fjall;
 mod group_commit;
 mod memory;
-mod record;
+pub(crate) mod record;
 
 use std::future::Future;
 use std::pin::Pin;
