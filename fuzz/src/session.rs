@@ -14,21 +14,23 @@
 //!   answer, with its packet id.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rookery::broker::mailbox::Mailbox;
-use rookery::broker::registry::{Departure, Link, Previous};
-use rookery::broker::{Broker, Prior};
+use rookery::broker::message::Message;
+use rookery::broker::{Broker, Link, Mailbox, SessionRequest, Successor};
 use rookery::config::{Limits, SessionConfig};
 use rookery::protocol::{
     decode, encode, Ack, ClientId, Connect, Disconnect, Packet, PacketId, Properties,
     ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, Subscribe, SubscriptionOptions,
     TopicName, Unsubscribe, Will,
 };
-use rookery::session::{connect, Flow, Negotiated, Outbox, Session, SessionExpiry};
-use rookery::storage::{Message, Storage};
+use rookery::session::{connect, Flow, Outbox, Session, SessionExpiry};
+use rookery::storage::Storage;
 
 use super::input::Input;
 
@@ -57,7 +59,13 @@ pub fn check(data: &[u8]) {
         ..SessionConfig::default()
     };
     let mut world = World {
-        broker: Broker::new(limits, sessions, Storage::in_memory()),
+        broker: Arc::new(Broker::new(limits, sessions, Storage::in_memory())),
+        // Only for a takeover's timer, which never fires: the old connection lets
+        // go before the new one is polled again.
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime"),
         now: Instant::now(),
         connection: None,
         client: Client::default(),
@@ -102,7 +110,8 @@ struct Connection {
 }
 
 struct World {
-    broker: Broker,
+    broker: Arc<Broker>,
+    runtime: tokio::runtime::Runtime,
     now: Instant,
     connection: Option<Connection>,
     client: Client,
@@ -188,24 +197,38 @@ impl World {
             is_persistent: negotiated.session_expiry.is_persistent(),
         };
         let client_id = ClientId::new(CLIENT_ID);
-        let (slot, previous) = self.broker.registry().attach(&client_id, link);
-        let prior = match previous {
-            Previous::Nothing => Prior::Nothing,
-            Previous::Offline { will } => Prior::Session { will },
-            Previous::Online { mut departed, .. } => {
+        let request = SessionRequest {
+            client_id: &client_id,
+            clean_start: negotiated.clean_start,
+            expiry: match negotiated.session_expiry {
+                SessionExpiry::WithConnection => Some(Duration::ZERO),
+                SessionExpiry::After(duration) => Some(duration),
+                SessionExpiry::Never => None,
+            },
+            will: negotiated.will.as_deref(),
+            connection: Successor {
+                peer: None,
+                listener: "fuzz".into(),
+            },
+        };
+        let broker = self.broker.clone();
+        let runtime = self.runtime.handle().clone();
+        let _entered = runtime.enter();
+        let mut attaching = pin!(broker.connect(request, link));
+        let attached = match poll_once(attaching.as_mut()) {
+            Poll::Ready(attached) => attached,
+            // A takeover: the broker told the current connection to let go, and
+            // waits for what it leaves behind.
+            Poll::Pending => {
                 self.end(Ending::TakenOver);
-                match departed.try_recv() {
-                    Ok(Departure::End) => Prior::Ended,
-                    Ok(Departure::Offline { will, .. }) => Prior::Session { will },
-                    Ok(Departure::Held) => Prior::Session { will: None },
-                    Err(error) => panic!("the old connection did not hand over: {error}"),
+                match poll_once(attaching.as_mut()) {
+                    Poll::Ready(attached) => attached,
+                    Poll::Pending => panic!("the old connection did not hand over"),
                 }
             }
-        };
-        let is_present = self
-            .broker
-            .settle_session(&client_id, negotiated.clean_start, prior);
-        open_session(&self.broker, &negotiated);
+        }
+        .expect("in-memory storage does not fail");
+        let is_present = attached.session_present;
         let mut out = Outbox::new(version);
         let max_packet_size = negotiated
             .client_max_packet_size
@@ -217,7 +240,7 @@ impl World {
         for entry in self.client.in_flight.values_mut() {
             entry.is_current = false;
         }
-        let mut session = Session::new(&negotiated, slot, &self.broker, self.now);
+        let mut session = Session::new(&negotiated, &attached, &self.broker, self.now);
         out.send(&Packet::ConnAck(connect::connack(
             &negotiated,
             is_present,
@@ -356,14 +379,10 @@ impl World {
             Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
             Ending::Shutdown => session.depart_at_shutdown(now),
         };
-        let is_ended = matches!(departure, Departure::End);
         let client_id = session.client_id().clone();
-        let detached = self
-            .broker
-            .detach(&client_id, connection.id, departure, will);
-        if detached == rookery::broker::registry::Detached::Own && is_ended {
-            let _ = self.broker.end_session(&client_id);
-        }
+        let claim = session.claim();
+        self.broker
+            .disconnect(&client_id, connection.id, claim, departure, will);
         match ending {
             Ending::Violation(error) => session.send_error(&error, &mut connection.out),
             Ending::TakenOver => {
@@ -509,18 +528,6 @@ fn answer_key(packet: &Packet) -> Option<(u8, u16)> {
     }
 }
 
-/// The session record `connection::serve` writes before the session starts.
-fn open_session(broker: &Broker, negotiated: &Negotiated) {
-    let expiry = match negotiated.session_expiry {
-        SessionExpiry::WithConnection => Some(Duration::ZERO),
-        SessionExpiry::After(duration) => Some(duration),
-        SessionExpiry::Never => None,
-    };
-    broker
-        .open_session(&negotiated.client_id, expiry, negotiated.will.as_deref())
-        .expect("in-memory storage does not fail");
-}
-
 /// A packet a client might send; `op` (7 to 15) picks its kind. Packet ids come
 /// from 1 to 4, so that they collide with those in flight.
 fn client_packet(op: u8, version: ProtocolVersion, input: &mut Input) -> Option<Packet> {
@@ -597,4 +604,8 @@ fn client_packet(op: u8, version: ProtocolVersion, input: &mut Input) -> Option<
     let mut wire = BytesMut::new();
     encode(&packet, version, &mut wire);
     decode(&mut wire, version, usize::MAX).ok().flatten()
+}
+
+fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
 }

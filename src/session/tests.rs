@@ -438,9 +438,9 @@ fn issue_12_resume_resends_no_more_than_the_new_receive_maximum_v5() {
     h.deliver_mailbox();
     assert_eq!(h.sent().len(), 3);
     let (departure, _) = h.session.depart(true, h.now);
+    let claim = h.session.claim();
     h.broker
-        .registry()
-        .detach(&ClientId::new("c"), 1, departure);
+        .disconnect(&ClientId::new("c"), 1, claim, departure, None);
     connect.properties.receive_maximum = Some(1);
     let mut h = harness_with(h.broker, connect);
     h.session.resume(&h.broker, h.now, &mut h.out).unwrap();
