@@ -17,9 +17,16 @@ impl BrokerProcess {
     /// banner. Choosing a free port first and passing it in races with every other
     /// process on the machine, which may take the port in between.
     pub async fn start(dir: &Path) -> BrokerProcess {
+        BrokerProcess::start_with_env(dir, &[]).await
+    }
+
+    /// [`BrokerProcess::start`] with configuration from the environment
+    /// (`ROOKERY_<SECTION>__<KEY>`).
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -55,6 +62,16 @@ impl BrokerProcess {
             .unwrap_or_else(|| panic!("no port in the start banner: {banner}"));
         broker.addr.set_port(port);
         broker
+    }
+
+    /// The process id, for reading its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL: no shutdown, no flush, no sync.
