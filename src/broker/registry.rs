@@ -327,8 +327,11 @@ impl Registry {
     /// mailbox after it, never nowhere.
     pub fn attach(&self, client_id: &ClientId, link: Link) -> (Arc<ClientSlot>, Previous) {
         let mut is_new = false;
+        // The slot's presence is locked before the map is let go: otherwise
+        // [`Registry::finish_ending`] could remove the slot in between, and this
+        // connection would wait on a slot no one finishes (issue 10).
+        let mut clients = self.clients.write();
         let slot = {
-            let mut clients = self.clients.write();
             let slot = clients.entry(client_id.clone()).or_insert_with(|| {
                 is_new = true;
                 Arc::new(ClientSlot {
@@ -346,7 +349,10 @@ impl Registry {
             });
             slot.clone()
         };
+        #[cfg(test)]
+        tests::before_presence_lock();
         let mut presence = slot.presence.lock();
+        drop(clients);
         let previous = std::mem::replace(&mut *presence, Presence::Online(link));
         let previous = match previous {
             Presence::Online(old) => {
@@ -549,5 +555,76 @@ impl Registry {
             }
         }
         due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(connection_id: u64) -> Link {
+        Link {
+            connection_id,
+            mailbox: Arc::new(Mailbox::default()),
+            is_persistent: false,
+        }
+    }
+
+    std::thread_local! {
+        /// Run by [`Registry::attach`] between finding the slot and locking its
+        /// presence, on the attaching thread: where a race would bite.
+        static BEFORE_PRESENCE_LOCK: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            std::cell::RefCell::new(None);
+    }
+
+    pub(super) fn before_presence_lock() {
+        BEFORE_PRESENCE_LOCK.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+    }
+
+    #[test]
+    fn issue_10_a_connection_attaching_while_an_ended_session_is_removed_is_told_it_ended() {
+        // A connection that finds the session ending waits for the clean-up's
+        // word. If the clean-up removed the slot between the new connection's map
+        // lookup and its presence lock, the word never came: the CONNACK waited
+        // the whole takeover timeout. The clean-up runs on another thread right
+        // in that gap, given 100 ms to finish there (it cannot while the attach
+        // holds the map, which is the fix).
+        let registry = Arc::new(Registry::default());
+        let client_id = ClientId::new("c");
+        registry.attach(&client_id, link(1));
+        registry.detach(&client_id, 1, Departure::End);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let finisher = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        {
+            let (registry, client_id, finisher) =
+                (registry.clone(), client_id.clone(), finisher.clone());
+            BEFORE_PRESENCE_LOCK.with(|hook| {
+                *hook.borrow_mut() = Some(Box::new(move || {
+                    let (registry, client_id, done_tx) =
+                        (registry.clone(), client_id.clone(), done_tx.clone());
+                    *finisher.lock() = Some(std::thread::spawn(move || {
+                        registry.finish_ending(&client_id, 1);
+                        let _ = done_tx.send(());
+                    }));
+                    let _ = done_rx.recv_timeout(std::time::Duration::from_millis(100));
+                }));
+            });
+        }
+        let (_, previous) = registry.attach(&client_id, link(2));
+        BEFORE_PRESENCE_LOCK.with(|hook| hook.borrow_mut().take());
+        if let Some(finisher) = finisher.lock().take() {
+            finisher.join().unwrap();
+        }
+        let Previous::Ending { mut departed } = previous else {
+            panic!("the attach should have found the session ending");
+        };
+        assert!(
+            matches!(departed.try_recv(), Ok(Departure::End)),
+            "the attach was never told the session ended"
+        );
     }
 }
