@@ -259,6 +259,10 @@ fn rss_bytes(pid: u32) -> u64 {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Taken by each test below for its whole run: they measure rates and latencies on
+/// a machine of a few cores, so they run one at a time, not beside each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Raises this process's soft limit on open files to its hard limit, so that a
 /// broker started afterwards inherits it too; returns the limit.
 fn raise_open_files() -> u64 {
@@ -292,6 +296,9 @@ struct Bystander {
 impl Bystander {
     async fn start(addr: std::net::SocketAddr) -> Bystander {
         let (mut client, _) = RawClient::start(addr, V4, "bystander", true).await;
+        // Each PUBLISH leaves at once: Nagle's algorithm would time the loopback's
+        // delayed ACKs (40 ms), not the broker.
+        client.stream.set_nodelay(true).unwrap();
         client
             .subscribe_one("bystander/echo", QoS::AtMostOnce)
             .await;
@@ -352,6 +359,7 @@ async fn count_publishes(client: &mut RawClient, quiet: Duration) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_a_subscriber_that_never_reads_costs_bounded_memory_and_slows_no_publisher() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     const RATE: u64 = 10_000;
     const BATCH: u64 = 100;
     const RSS_LIMIT: u64 = 200 * MIB;
@@ -463,6 +471,7 @@ async fn vanish(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_a_peer_that_vanishes_without_fin_is_cut_by_keep_alive_and_its_will_published() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let broker = start_broker().await;
     let (mut watcher, _) = RawClient::start(broker.addr, V5, "watcher", true).await;
     watcher
@@ -569,6 +578,7 @@ fn connection_flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_a_connection_flood_does_not_slow_a_bystander() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     const P99_LIMIT: Duration = Duration::from_millis(50);
     // Files the test process needs besides the flood's sockets.
     const HEADROOM: u64 = 200;
@@ -615,6 +625,7 @@ async fn issue_12_a_connection_flood_does_not_slow_a_bystander() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_a_client_subscribing_to_100k_filters_does_not_starve_a_bystander() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // Rookery has no per-client subscription limit yet, so the client is not
     // stopped: the broker must take all of them and go on serving everyone else.
     // 2 × 50,000 SUBSCRIBEs: packet ids are 16 bits.
