@@ -476,8 +476,16 @@ async fn vanish(
         ..connect_packet(version, client_id, true)
     };
     let mut last_sent = Instant::now();
-    let (mut client, connack) = RawClient::open(addr, connect).await;
-    assert!(!connack.code.is_error(), "refused: {connack:?}");
+    // A small receive window: what the broker writes to it fills the socket
+    // buffers, and blocks its writes, within a fraction of a second.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = RawClient::from_stream(socket.connect(addr).await.unwrap(), version);
+    client.send(&Packet::Connect(Box::new(connect))).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(connack)) if !connack.code.is_error() => {}
+        other => panic!("{client_id}: expected CONNACK, got {other:?}"),
+    }
     if let Some(filter) = filter {
         last_sent = Instant::now();
         client.subscribe_one(filter, QoS::AtMostOnce).await;
