@@ -8,6 +8,9 @@
 //! | Back   | 5.0, expiry 300 s, delay 2 s | connected              | back at once, then DISCONNECT 0x00 | 0 (0–1 if it came back late) |
 //! | Polite | 5.0 expiry 0              | DISCONNECT 0x00 at a random moment | —             | 0 (1 if still connected at the kill; 0–1 if its DISCONNECT was in flight) |
 //! | Drop   | 3.1.1 clean session       | drops the socket at a random moment | —              | 1     |
+//!
+//! A device of any kind whose CONNACK never came (the kill fell in its connect)
+//! may see its will published once: the broker may have stored it already.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -51,7 +54,10 @@ enum Ending {
     DisconnectInFlight,
     /// Dropped its socket.
     Dropped,
-    /// Never connected (the broker died first): no will was ever set.
+    /// No CONNACK came (the broker died first). Its CONNECT may still have been
+    /// handled, the will stored with the session before the CONNACK went out:
+    /// then the will is rightly published after the restart, as for any
+    /// connection the crash ended.
     NeverConnected,
 }
 
@@ -81,7 +87,8 @@ impl Device {
     /// How many times its will may have been published: (at least, at most).
     pub fn wills_allowed(&self) -> (u32, u32) {
         match (self.kind, self.ending) {
-            (_, Some(Ending::NeverConnected)) | (_, None) => (0, 0),
+            (_, None) => (0, 0),
+            (_, Some(Ending::NeverConnected)) => (0, 1),
             (Kind::Back, _) if self.came_back_late => (0, 1),
             (Kind::Back, _) => (0, 0),
             (_, Some(Ending::Disconnected)) => (0, 0),

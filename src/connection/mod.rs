@@ -136,6 +136,7 @@ pub async fn run_with<S>(
         peer,
         durable: SyncPoint::default(),
         connect_deadline,
+        written_at: Instant::now(),
     };
     let span = info_span!("connection", client_id = tracing::field::Empty);
     connection.serve(shutdown).instrument(span).await;
@@ -165,6 +166,9 @@ struct Connection<S> {
     durable: SyncPoint,
     /// When a client that has not sent a whole CONNECT is cut.
     connect_deadline: tokio::time::Instant,
+    /// When the client last took bytes we wrote (see
+    /// [`Connection::keep_alive_while_writing`]).
+    written_at: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -262,6 +266,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return self.read_what_was_sent(session, error);
                 },
                 () = mailbox.control_requested() => continue,
+                // A write to a peer that vanished without a FIN blocks until TCP gives
+                // up, many minutes later: keep-alive counts during writes too.
+                () = &mut keep_alive => match self.keep_alive_while_writing(session) {
+                    Ok(deadline) => {
+                        keep_alive.as_mut().reset(deadline.into());
+                        continue;
+                    }
+                    Err(error) => return Ending::Violation(error),
+                },
             }
             // More deliveries are ready for the window: look at the socket, then loop.
             let has_work = session.can_send() && mailbox.has_deliveries();
@@ -288,6 +301,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     keep_alive.as_mut().reset(session.next_deadline(now).into());
                 }
             }
+        }
+    }
+
+    /// The keep-alive deadline passed while a write was blocked, when nothing the
+    /// client sent could be read. A client still taking what we write is slow, not
+    /// gone: it gets 1.5 × its keep-alive from when it last took some. One that
+    /// neither sends nor takes has vanished ([MQTT-3.1.2-24] in 3.1.1,
+    /// [MQTT-3.1.2-22] in 5.0). Returns when to look again.
+    fn keep_alive_while_writing(&self, session: &mut Session) -> Result<Instant, session::Error> {
+        let now = Instant::now();
+        match session.on_tick(now) {
+            Ok(()) => Ok(session.next_deadline(now)),
+            Err(error) => match session.keep_alive_grace() {
+                Some(grace) if now < self.written_at + grace => Ok(self.written_at + grace),
+                _ => Err(error),
+            },
         }
     }
 
@@ -347,7 +376,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         while !buffer.is_empty() {
             match self.stream.write(buffer).await? {
                 0 => return Err(std::io::ErrorKind::WriteZero.into()),
-                written => buffer.advance(written),
+                written => {
+                    buffer.advance(written);
+                    self.written_at = Instant::now();
+                }
             }
         }
         buffer.clear();

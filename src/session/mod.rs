@@ -251,10 +251,16 @@ impl Session {
 
     /// When [`Session::on_tick`] should run next.
     pub fn next_deadline(&self, now: Instant) -> Instant {
-        match self.keep_alive {
-            Some(keep_alive) => self.last_packet_at + keep_alive + keep_alive / 2,
+        match self.keep_alive_grace() {
+            Some(grace) => self.last_packet_at + grace,
             None => now + Duration::from_secs(3600),
         }
+    }
+
+    /// How long the client may stay silent: 1.5 × the keep-alive in force, if any.
+    pub fn keep_alive_grace(&self) -> Option<Duration> {
+        self.keep_alive
+            .map(|keep_alive| keep_alive + keep_alive / 2)
     }
 
     /// The DISCONNECT a v5 client gets before the server closes the connection

@@ -89,6 +89,11 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
         let stream = TcpStream::connect(addr).await.unwrap();
+        RawClient::from_stream(stream, version)
+    }
+
+    /// A client on a connection made elsewhere (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> RawClient {
         RawClient {
             stream,
             buf: BytesMut::new(),
