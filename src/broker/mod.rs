@@ -9,6 +9,7 @@
 
 pub mod arrival;
 pub mod directory;
+mod handoff;
 mod lifecycle;
 mod mailbox;
 pub mod message;
@@ -203,6 +204,14 @@ impl Broker {
     /// Mirrors a retained message another node stored.
     pub fn apply_retained(&self, message: Arc<Message>) {
         self.retained.write().set(message);
+    }
+
+    /// Sessions other nodes claim from this one, to let go of with
+    /// [`Broker::release_to_other_node`]; handed out once, `None` for a single node.
+    pub fn take_sessions_taken_elsewhere(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<seam::TakenElsewhere>> {
+        self.sessions.taken_elsewhere()
     }
 
     /// Messages published on other nodes, to route with [`Broker::publish_remote`];

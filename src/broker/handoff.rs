@@ -1,0 +1,77 @@
+//! A session moving between nodes (issue 10): this node resumes a session that
+//! another node held, or lets go of one that another node claimed. The
+//! [`SessionStore`](super::seam::SessionStore) decides who owns a session
+//! (compare-and-set in the cluster's session bucket); this carries out what that
+//! means for this node's router, registry and the connection holding the session.
+//!
+//! What a session had queued on the node it left stays there and is dropped:
+//! only its subscriptions follow it (see README, Cluster).
+
+use super::lifecycle::{left_behind, Prior};
+use super::mailbox::{Control, Successor};
+use super::registry::{HandOff, EXPIRY};
+use super::seam::{StoredSubscription, TakenElsewhere};
+use super::Broker;
+use crate::protocol::ClientId;
+
+/// How the log line of a connection taken over from another node names its successor.
+const ANOTHER_NODE: &str = "another node";
+
+impl Broker {
+    /// Installs the subscriptions of a session that another node held and a new
+    /// connection here resumes, then waits until the cluster routes their
+    /// messages to this node: a message published after CONNACK reaches the
+    /// client. Returns the session as the connection now finds it.
+    pub(super) async fn adopt(
+        &self,
+        client_id: &ClientId,
+        subscriptions: Vec<StoredSubscription>,
+        prior: Prior,
+    ) -> Prior {
+        let restored = self.restore_subscriptions(subscriptions);
+        tracing::debug!(%client_id, subscriptions = restored, "session resumed from another node");
+        self.fanout.interest_settled().await;
+        match prior {
+            Prior::Session { will } => Prior::Session { will },
+            Prior::Nothing | Prior::Ended => Prior::Session { will: None },
+        }
+    }
+
+    /// Lets go of a session that another node claimed. A connection holding it is
+    /// taken over as by a local successor: v5 DISCONNECT 0x8E Session taken over,
+    /// a 3.1.1 connection closed ([MQTT-3.1.4-3]), a will without delay published
+    /// as it goes. A will still waiting for its delay is cancelled if the new
+    /// owner resumed the session, and published now if it started a new one
+    /// ([MQTT-3.1.3-9]). Then the session's subscriptions leave this node's router.
+    ///
+    /// The store has already forgotten what this node kept of the session, and
+    /// fences every write the old connection still makes.
+    pub async fn release_to_other_node(&self, taken: TakenElsewhere) {
+        let client_id = &taken.client_id;
+        let prior = match self.registry.hand_off(client_id) {
+            HandOff::Nothing => return,
+            HandOff::Online { link, departed } => {
+                let successor = Box::new(Successor {
+                    peer: None,
+                    listener: ANOTHER_NODE.into(),
+                });
+                let _ = link.mailbox.send_control(Control::TakeOver(successor));
+                left_behind(departed, link.is_persistent).await
+            }
+            HandOff::Offline { will } => Prior::Session { will },
+        };
+        if let Prior::Session { will: Some(will) } = prior {
+            if !taken.is_resumed {
+                if let Err(error) = self.publish(client_id, will.message) {
+                    tracing::error!(%client_id, %error, "could not publish the will");
+                }
+            }
+        }
+        let filters = self.router.write().remove_client(client_id);
+        for filter in filters {
+            self.fanout.remove_interest(&filter.to_string());
+        }
+        self.registry.finish_ending(client_id, EXPIRY);
+        tracing::debug!(%client_id, "session taken by another node");
+    }
+}
