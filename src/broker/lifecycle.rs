@@ -318,7 +318,10 @@ impl Broker {
 }
 
 /// Waits for what the connection that held the session leaves behind.
-pub(super) async fn left_behind(departed: oneshot::Receiver<Departure>, is_persistent: bool) -> Prior {
+pub(super) async fn left_behind(
+    departed: oneshot::Receiver<Departure>,
+    is_persistent: bool,
+) -> Prior {
     match timeout(TAKEOVER_TIMEOUT, departed).await {
         Ok(Ok(Departure::End)) => Prior::Ended,
         Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },

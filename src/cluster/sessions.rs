@@ -44,6 +44,8 @@ use crate::storage::record;
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a claim that lost a compare-and-set race reads and tries again.
 const CLAIM_ATTEMPTS: usize = 10;
+/// How long a claim the bucket did not answer waits before asking again.
+const CLAIM_RETRY: Duration = Duration::from_millis(100);
 /// The format of [`Owner`] this release writes.
 const FORMAT: u8 = 1;
 
@@ -122,7 +124,11 @@ enum Write {
         revision: u64,
     },
     /// The value of a held session changed.
-    Put { key: String, epoch: u64, value: Bytes },
+    Put {
+        key: String,
+        epoch: u64,
+        value: Bytes,
+    },
     /// The session ended and was released: forget its revision.
     Forget { key: String, epoch: u64 },
 }
@@ -174,7 +180,9 @@ fn key(client_id: &ClientId) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Each critical section leaves the map consistent at every step.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -185,52 +193,65 @@ impl Shared {
             .map_err(|error| Error::Io(format!("cluster session bucket: {error}")))
     }
 
-    /// Takes `client_id` in the bucket, then locally.
+    /// Takes `client_id` in the bucket, then locally. A bucket that does not
+    /// answer (a stream still electing its leader) is asked again until the
+    /// caller's timeout.
     async fn claim(&self, client_id: ClientId, intent: Intent) -> Result<Claimed, Error> {
         let bucket = self.bucket().await?;
         let key = key(&client_id);
-        for _ in 0..CLAIM_ATTEMPTS {
-            let entry = bucket
-                .entry(key.as_str())
-                .await
-                .map_err(|error| Error::Io(error.to_string()))?;
-            let previous = match &entry {
-                Some(entry) if entry.operation == kv::Operation::Put => {
-                    Owner::decode(&entry.value)
-                        .map_err(|error| warn!(%client_id, %error, "cluster: session value replaced"))
-                        .ok()
+        let mut races = 0;
+        loop {
+            match self.try_claim(bucket, &client_id, &key, intent).await {
+                Ok(Some((owner, previous, revision))) => {
+                    return self
+                        .claimed(client_id, key, owner, previous, revision)
+                        .await
                 }
-                _ => None,
-            };
-            let owner = self.next_owner(&client_id, intent, previous.as_ref());
-            // Another claim coming first is `Ok(None)`: read it, and claim after it.
-            let written = match &entry {
-                Some(entry) => {
-                    let update = bucket.update(key.as_str(), owner.encode(), entry.revision);
-                    match update.await {
-                        Ok(revision) => Ok(Some(revision)),
-                        Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                            Ok(None)
-                        }
-                        Err(error) => Err(error.to_string()),
-                    }
+                // Another claim came first: read it, and claim after it.
+                Ok(None) if races < CLAIM_ATTEMPTS => races += 1,
+                Ok(None) => {
+                    return Err(Error::Io(format!(
+                        "session {client_id}: {CLAIM_ATTEMPTS} claims in a row lost a race"
+                    )))
                 }
-                None => match bucket.create(key.as_str(), owner.encode()).await {
-                    Ok(revision) => Ok(Some(revision)),
-                    Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-                    Err(error) => Err(error.to_string()),
-                },
-            };
-            match written.map_err(Error::Io)? {
-                Some(revision) => {
-                    return self.claimed(client_id, key, owner, previous, revision).await
+                Err(error) => {
+                    debug!(%client_id, %error, "cluster: claim not answered; asking again");
+                    tokio::time::sleep(CLAIM_RETRY).await;
                 }
-                None => continue,
             }
         }
-        Err(Error::Io(format!(
-            "session {client_id}: {CLAIM_ATTEMPTS} claims in a row lost a race"
-        )))
+    }
+
+    /// One read and one compare-and-set: the value written, the one it replaced
+    /// and the new revision, or `None` if another claim came between the two.
+    async fn try_claim(
+        &self,
+        bucket: &kv::Store,
+        client_id: &ClientId,
+        key: &str,
+        intent: Intent,
+    ) -> Result<Option<(Owner, Option<Owner>, u64)>, String> {
+        let entry = bucket.entry(key).await.map_err(|error| error.to_string())?;
+        let previous = match &entry {
+            Some(entry) if entry.operation == kv::Operation::Put => Owner::decode(&entry.value)
+                .map_err(|error| warn!(%client_id, %error, "cluster: session value replaced"))
+                .ok(),
+            _ => None,
+        };
+        let owner = self.next_owner(client_id, intent, previous.as_ref());
+        let written = match &entry {
+            Some(entry) => match bucket.update(key, owner.encode(), entry.revision).await {
+                Ok(revision) => Some(revision),
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
+                Err(error) => return Err(error.to_string()),
+            },
+            None => match bucket.create(key, owner.encode()).await {
+                Ok(revision) => Some(revision),
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Err(error) => return Err(error.to_string()),
+            },
+        };
+        Ok(written.map(|revision| (owner, previous, revision)))
     }
 
     /// The value a claim writes: the session's subscriptions carry over unless
@@ -259,10 +280,13 @@ impl Shared {
         previous: Option<Owner>,
         revision: u64,
     ) -> Result<Claimed, Error> {
-        let local = self.local.claim(&client_id, Intent {
-            clean_start: !owner.is_resumed,
-            is_persistent: owner.has_session,
-        });
+        let local = self.local.claim(
+            &client_id,
+            Intent {
+                clean_start: !owner.is_resumed,
+                is_persistent: owner.has_session,
+            },
+        );
         let local = local.taken().await?.claim;
         let from_elsewhere = previous
             .filter(|previous| owner.is_resumed && previous.node != owner.node)
@@ -581,7 +605,9 @@ async fn watch(shared: Arc<Shared>) {
                 Ok(entry) if entry.operation == kv::Operation::Put => {
                     match Owner::decode(&entry.value) {
                         Ok(owner) => shared.claimed_elsewhere(&owner),
-                        Err(error) => warn!(%error, key = %entry.key, "cluster: session change skipped"),
+                        Err(error) => {
+                            warn!(%error, key = %entry.key, "cluster: session change skipped")
+                        }
                     }
                 }
                 Ok(_) => {}

@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use crate::broker::message::{Delivery, Message, StoredWill, WillMessage};
 pub use crate::broker::seam::Error;
 use crate::broker::seam::{
-    Claim, Claimed, Claiming, DeliveryState, Intent, LocalOnly, MessageLog, PublishWrite, QueuedDelivery, Recovered,
-    RecoveredSession, RetainStore, Seams, SessionRecord, SessionStore, StoredSubscription,
-    SyncPoint,
+    Claim, Claimed, Claiming, DeliveryState, Intent, LocalOnly, MessageLog, PublishWrite,
+    QueuedDelivery, Recovered, RecoveredSession, RetainStore, Seams, SessionRecord, SessionStore,
+    StoredSubscription, SyncPoint,
 };
 pub use crate::config::Durability;
 use crate::config::StorageConfig;
