@@ -351,10 +351,8 @@ impl Shared {
         }
         let client_id = ClientId::new(owner.client_id.as_str());
         let mut held = lock(&self.held);
-        if !held
-            .get(&client_id)
-            .is_some_and(|entry| entry.owner.epoch < owner.epoch)
-        {
+        let is_older = |entry: &Held| entry.owner.epoch < owner.epoch;
+        if !held.get(&client_id).is_some_and(is_older) {
             return;
         }
         let Some(entry) = held.remove(&client_id) else {
