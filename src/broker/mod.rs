@@ -229,9 +229,13 @@ impl Broker {
         self.route(&ClientId::new(""), message, None, None, Origin::Remote)
     }
 
-    /// Completes once every subscription added so far is known to other nodes.
+    /// Completes once every subscription added or removed so far is known to
+    /// other nodes, both for routing and for a session resumed on another node.
     pub async fn interest_settled(&self) {
         self.fanout.interest_settled().await;
+        if let Some(settled) = self.sessions.writes_settled() {
+            settled.await;
+        }
     }
 
     /// The current authentication and ACL policy; everyone may do everything until

@@ -21,6 +21,9 @@
 //! so epochs only grow.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +31,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::{mpsc, watch, OnceCell};
 use tracing::{debug, info, warn};
 
 use super::{connect, RETRY};
@@ -139,7 +142,14 @@ struct Shared {
     local: Arc<dyn SessionStore>,
     bucket: OnceCell<kv::Store>,
     held: Mutex<HashMap<ClientId, Held>>,
+    /// Claims waiting for the bucket's answer, with the newest claim (epoch, is
+    /// resumed) another node made on the same client id meanwhile. Locked after
+    /// `held`, never before.
+    claiming: Mutex<HashMap<ClientId, Option<(u64, bool)>>>,
     writes: mpsc::UnboundedSender<Write>,
+    /// Writes queued so far, and done so far (by the task).
+    queued: AtomicU64,
+    done: watch::Receiver<u64>,
     taken: mpsc::UnboundedSender<TakenElsewhere>,
 }
 
@@ -156,15 +166,19 @@ impl NatsSessionStore {
     pub fn start(config: ClusterConfig, local: Arc<dyn SessionStore>) -> NatsSessionStore {
         let (writes, queue) = mpsc::unbounded_channel();
         let (taken_tx, taken) = mpsc::unbounded_channel();
+        let (done_tx, done) = watch::channel(0);
         let shared = Arc::new(Shared {
             config,
             local,
             bucket: OnceCell::new(),
             held: Mutex::default(),
+            claiming: Mutex::default(),
             writes,
+            queued: AtomicU64::new(0),
+            done,
             taken: taken_tx,
         });
-        tokio::spawn(write_behind(shared.clone(), queue));
+        tokio::spawn(write_behind(shared.clone(), queue, done_tx));
         tokio::spawn(watch(shared.clone()));
         NatsSessionStore {
             shared,
@@ -186,6 +200,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Hands a write to the task; called with the `held` lock, so writes are
+    /// queued in the order the values changed.
+    fn queue(&self, write: Write) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.writes.send(write);
+    }
+
     async fn bucket(&self) -> Result<&kv::Store, Error> {
         self.bucket
             .get_or_try_init(|| open_bucket(&self.config))
@@ -199,6 +220,11 @@ impl Shared {
     async fn claim(&self, client_id: ClientId, intent: Intent) -> Result<Claimed, Error> {
         let bucket = self.bucket().await?;
         let key = key(&client_id);
+        lock(&self.claiming).insert(client_id.clone(), None);
+        let _in_flight = InFlight {
+            shared: self,
+            client_id: client_id.clone(),
+        };
         let mut races = 0;
         loop {
             match self.try_claim(bucket, &client_id, &key, intent).await {
@@ -297,12 +323,21 @@ impl Shared {
         }
         let epoch = owner.epoch;
         let mut held = lock(&self.held);
-        let _ = self.writes.send(Write::Claimed {
+        self.queue(Write::Claimed {
             key,
             epoch,
             revision,
         });
-        held.insert(client_id, Held { local, owner });
+        held.insert(client_id.clone(), Held { local, owner });
+        // The watch may have seen a newer claim before this one's answer came.
+        let overtaken = lock(&self.claiming)
+            .get_mut(&client_id)
+            .and_then(Option::take)
+            .filter(|(newer, _)| *newer > epoch);
+        drop(held);
+        if let Some((newer, is_resumed)) = overtaken {
+            self.let_go(&client_id, newer, is_resumed);
+        }
         Ok(Claimed {
             claim: Claim { epoch },
             resumed_from_elsewhere: from_elsewhere,
@@ -334,7 +369,7 @@ impl Shared {
         let before = entry.owner.clone();
         change(&mut entry.owner);
         if entry.owner != before && (entry.owner.has_session || before.has_session) {
-            let _ = self.writes.send(Write::Put {
+            self.queue(Write::Put {
                 key: key(client_id),
                 epoch: claim.epoch,
                 value: entry.owner.encode(),
@@ -344,34 +379,68 @@ impl Shared {
     }
 
     /// Another node claimed a session: if this node held it with an older
-    /// claim, what this node kept of it is dropped, and the broker is told.
+    /// claim, it lets go. A claim of this node still waiting for its answer
+    /// learns of it when the answer comes (see [`Shared::claimed`]).
     fn claimed_elsewhere(&self, owner: &Owner) {
         if owner.node == self.config.node_id {
             return;
         }
         let client_id = ClientId::new(owner.client_id.as_str());
-        let mut held = lock(&self.held);
-        let is_older = |entry: &Held| entry.owner.epoch < owner.epoch;
-        if !held.get(&client_id).is_some_and(is_older) {
-            return;
+        let held = lock(&self.held);
+        match held.get(&client_id) {
+            Some(entry) if entry.owner.epoch < owner.epoch => {
+                drop(held);
+                self.let_go(&client_id, owner.epoch, owner.is_resumed);
+            }
+            Some(_) => {}
+            None => {
+                let mut claiming = lock(&self.claiming);
+                if let Some(newest) = claiming.get_mut(&client_id) {
+                    if newest.is_none_or(|(epoch, _)| epoch < owner.epoch) {
+                        *newest = Some((owner.epoch, owner.is_resumed));
+                    }
+                }
+            }
         }
-        let Some(entry) = held.remove(&client_id) else {
+    }
+
+    /// Drops what this node kept of a session whose claim here is older than
+    /// `newer`, and tells the broker, which lets its connection go.
+    fn let_go(&self, client_id: &ClientId, newer: u64, is_resumed: bool) {
+        let mut held = lock(&self.held);
+        let Some(entry) = held.remove(client_id) else {
             return;
         };
-        drop(held);
-        let _ = self.writes.send(Write::Forget {
-            key: key(&client_id),
+        if entry.owner.epoch >= newer {
+            held.insert(client_id.clone(), entry);
+            return;
+        }
+        self.queue(Write::Forget {
+            key: key(client_id),
             epoch: entry.owner.epoch,
         });
-        if let Err(error) = self.local.drop_session(&client_id, entry.local) {
+        drop(held);
+        if let Err(error) = self.local.drop_session(client_id, entry.local) {
             warn!(%client_id, %error, "cluster: could not drop the local copy of a session taken elsewhere");
         }
-        self.local.release(&client_id, entry.local);
-        debug!(%client_id, node = %owner.node, "cluster: session claimed by another node");
+        self.local.release(client_id, entry.local);
+        debug!(%client_id, "cluster: session claimed by another node");
         let _ = self.taken.send(TakenElsewhere {
-            client_id,
-            is_resumed: owner.is_resumed,
+            client_id: client_id.clone(),
+            is_resumed,
         });
+    }
+}
+
+/// A claim in flight, in [`Shared::claiming`] until it is answered or given up.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    client_id: ClientId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.claiming).remove(&self.client_id);
     }
 }
 
@@ -406,6 +475,18 @@ impl SessionStore for NatsSessionStore {
 
     fn taken_elsewhere(&self) -> Option<mpsc::UnboundedReceiver<TakenElsewhere>> {
         lock(&self.taken).take()
+    }
+
+    fn writes_settled(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        let target = self.shared.queued.load(Ordering::Acquire);
+        let mut done = self.shared.done.clone();
+        Some(Box::pin(async move {
+            // An error means the task ended (shutdown): nothing to wait for.
+            let settled = done.wait_for(|done| *done >= target);
+            if tokio::time::timeout(CLAIM_TIMEOUT, settled).await.is_err() {
+                warn!("cluster: the session bucket has not taken a subscription yet");
+            }
+        }))
     }
 
     fn is_current(&self, client_id: &ClientId, claim: Claim) -> bool {
@@ -494,7 +575,7 @@ impl SessionStore for NatsSessionStore {
         }
         let local = entry.local;
         held.remove(client_id);
-        let _ = self.shared.writes.send(Write::Forget {
+        self.shared.queue(Write::Forget {
             key: key(client_id),
             epoch: claim.epoch,
         });
@@ -512,40 +593,51 @@ impl SessionStore for NatsSessionStore {
 /// the revision moved means another node claimed the session: it is dropped
 /// (the watch tells the broker). Other failures are retried until the bucket
 /// takes the write, as a retained change is.
-async fn write_behind(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Write>) {
+async fn write_behind(
+    shared: Arc<Shared>,
+    mut queue: mpsc::UnboundedReceiver<Write>,
+    done: watch::Sender<u64>,
+) {
     let mut revisions: HashMap<String, (u64, u64)> = HashMap::new();
     while let Some(write) = queue.recv().await {
-        let (key, epoch, value) = match write {
-            Write::Claimed {
-                key,
-                epoch,
-                revision,
-            } => {
-                revisions.insert(key, (epoch, revision));
-                continue;
-            }
-            Write::Forget { key, epoch } => {
-                if revisions.get(&key).is_some_and(|(held, _)| *held == epoch) {
-                    revisions.remove(&key);
-                }
-                continue;
-            }
-            Write::Put { key, epoch, value } => (key, epoch, value),
-        };
-        let Some(&(held, revision)) = revisions.get(&key) else {
-            continue;
-        };
-        if held != epoch {
-            continue;
-        }
-        let Ok(bucket) = shared.bucket().await else {
-            continue;
-        };
-        match put(bucket, &key, value, revision).await {
-            Some(revision) => revisions.insert(key, (epoch, revision)),
-            None => revisions.remove(&key),
-        };
+        write_one(&shared, &mut revisions, write).await;
+        done.send_modify(|done| *done += 1);
     }
+}
+
+/// One write of [`write_behind`]; `revisions` maps each held key to its epoch
+/// and the revision of the last write.
+async fn write_one(shared: &Shared, revisions: &mut HashMap<String, (u64, u64)>, write: Write) {
+    let (key, epoch, value) = match write {
+        Write::Claimed {
+            key,
+            epoch,
+            revision,
+        } => {
+            revisions.insert(key, (epoch, revision));
+            return;
+        }
+        Write::Forget { key, epoch } => {
+            if revisions.get(&key).is_some_and(|(held, _)| *held == epoch) {
+                revisions.remove(&key);
+            }
+            return;
+        }
+        Write::Put { key, epoch, value } => (key, epoch, value),
+    };
+    let Some(&(held, revision)) = revisions.get(&key) else {
+        return;
+    };
+    if held != epoch {
+        return;
+    }
+    let Ok(bucket) = shared.bucket().await else {
+        return;
+    };
+    match put(bucket, &key, value, revision).await {
+        Some(revision) => revisions.insert(key, (epoch, revision)),
+        None => revisions.remove(&key),
+    };
 }
 
 /// One compare-and-set, retried on failures other than a moved revision; the

@@ -85,6 +85,13 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Completes once every write made so far is where a claim on any node will
+    /// find it, so that a SUBACK means "this subscription follows the session".
+    /// `None` if that is so already: a single node's writes are done when they return.
+    fn writes_settled(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        None
+    }
+
     /// Whether `claim` is still the newest on its client id.
     fn is_current(&self, client_id: &ClientId, claim: Claim) -> bool;
 
