@@ -1,0 +1,201 @@
+//! The bucket itself: opening it, the task that writes held sessions behind,
+//! and the watch for other nodes' claims.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::owner::Owner;
+use super::{Shared, RETRY};
+use crate::broker::seam::Error;
+use crate::cluster::connect;
+use crate::config::ClusterConfig;
+use crate::protocol::ClientId;
+
+/// The bucket's key for `client_id`: as [`crate::cluster::retained::key`] does for topics.
+pub(super) fn key(client_id: &ClientId) -> String {
+    crate::cluster::retained::key(client_id.as_str())
+}
+
+/// A change for the task that writes the bucket, in the order it was made.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// A claim succeeded: later puts of `epoch` follow `revision`.
+    Claimed {
+        key: String,
+        epoch: u64,
+        revision: u64,
+    },
+    /// The value of a held session changed.
+    Put {
+        key: String,
+        epoch: u64,
+        value: Bytes,
+    },
+    /// The session ended and was released: forget its revision.
+    Forget { key: String, epoch: u64 },
+}
+
+impl Shared {
+    /// Hands a write to the task; called with the `held` lock, so writes are
+    /// queued in the order the values changed.
+    pub(super) fn queue(&self, write: Write) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.writes.send(write);
+    }
+
+    pub(super) async fn bucket(&self) -> Result<&kv::Store, Error> {
+        self.bucket
+            .get_or_try_init(|| open_bucket(&self.config))
+            .await
+            .map_err(|error| Error::Io(format!("cluster session bucket: {error}")))
+    }
+}
+
+/// Writes the values of held sessions, in the order they changed, each a
+/// compare-and-set on the revision of the previous one. A write refused because
+/// the revision moved means another node claimed the session: it is dropped
+/// (the watch tells the broker). Other failures are retried until the bucket
+/// takes the write, as a retained change is.
+pub(super) async fn write_behind(
+    shared: Arc<Shared>,
+    mut queue: mpsc::UnboundedReceiver<Write>,
+    done: watch::Sender<u64>,
+) {
+    let mut revisions: HashMap<String, (u64, u64)> = HashMap::new();
+    while let Some(write) = queue.recv().await {
+        write_one(&shared, &mut revisions, write).await;
+        done.send_modify(|done| *done += 1);
+    }
+}
+
+/// One write of [`write_behind`]; `revisions` maps each held key to its epoch
+/// and the revision of the last write.
+async fn write_one(shared: &Shared, revisions: &mut HashMap<String, (u64, u64)>, write: Write) {
+    let (key, epoch, value) = match write {
+        Write::Claimed {
+            key,
+            epoch,
+            revision,
+        } => {
+            revisions.insert(key, (epoch, revision));
+            return;
+        }
+        Write::Forget { key, epoch } => {
+            if revisions.get(&key).is_some_and(|(held, _)| *held == epoch) {
+                revisions.remove(&key);
+            }
+            return;
+        }
+        Write::Put { key, epoch, value } => (key, epoch, value),
+    };
+    let Some(&(held, revision)) = revisions.get(&key) else {
+        return;
+    };
+    if held != epoch {
+        return;
+    }
+    let Ok(bucket) = shared.bucket().await else {
+        return;
+    };
+    match put(bucket, &key, value, revision).await {
+        Some(revision) => revisions.insert(key, (epoch, revision)),
+        None => revisions.remove(&key),
+    };
+}
+
+/// One compare-and-set, retried on failures other than a moved revision; the
+/// new revision, or `None` if another node claimed the session meanwhile.
+async fn put(bucket: &kv::Store, key: &str, value: Bytes, revision: u64) -> Option<u64> {
+    let mut is_retry = false;
+    loop {
+        match bucket.update(key, value.clone(), revision).await {
+            Ok(revision) => return Some(revision),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // A retry after a timeout may find its own first attempt there.
+                let entry = bucket.entry(key).await.ok().flatten();
+                return match entry {
+                    Some(entry) if is_retry && entry.value == value => Some(entry.revision),
+                    _ => {
+                        debug!(key, "cluster: session write fenced by a newer claim");
+                        None
+                    }
+                };
+            }
+            Err(error) => {
+                if !is_retry {
+                    warn!(%error, key, "cluster: could not write a session; retrying");
+                }
+                is_retry = true;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Watches the bucket for claims by other nodes.
+pub(super) async fn watch(shared: Arc<Shared>) {
+    let bucket = loop {
+        match shared.bucket().await {
+            Ok(bucket) => break bucket,
+            Err(error) => {
+                warn!(%error, "cluster: cannot open the session bucket; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    info!(bucket = %bucket_name(&shared.config), "cluster: sessions shared");
+    loop {
+        let mut changes = match bucket.watch_all().await {
+            Ok(changes) => changes,
+            Err(error) => {
+                warn!(%error, "cluster: cannot watch sessions; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(entry) if entry.operation == kv::Operation::Put => {
+                    match Owner::decode(&entry.value) {
+                        Ok(owner) => shared.claimed_elsewhere(&owner),
+                        Err(error) => {
+                            warn!(%error, key = %entry.key, "cluster: session change skipped")
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%error, "cluster: watching sessions failed; watching again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn bucket_name(config: &ClusterConfig) -> String {
+    format!("{}_SESSIONS", config.stream)
+}
+
+async fn open_bucket(config: &ClusterConfig) -> Result<kv::Store, async_nats::Error> {
+    let jetstream = connect(config, "sessions").await?;
+    let name = bucket_name(config);
+    if let Ok(bucket) = jetstream.get_key_value(name.clone()).await {
+        return Ok(bucket);
+    }
+    Ok(jetstream
+        .create_key_value(kv::Config {
+            bucket: name,
+            history: 1,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await?)
+}
