@@ -28,6 +28,12 @@ impl Broker {
         subscriptions: Vec<StoredSubscription>,
         prior: Prior,
     ) -> Prior {
+        // Subscriptions an older stay of the session here left are stale: the
+        // other node's are newer.
+        let stale = self.router.write().remove_client(client_id);
+        for filter in stale {
+            self.fanout.remove_interest(&filter.to_string());
+        }
         let restored = self.restore_subscriptions(subscriptions);
         tracing::debug!(%client_id, subscriptions = restored, "session resumed from another node");
         self.fanout.interest_settled().await;

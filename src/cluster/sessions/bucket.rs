@@ -105,28 +105,42 @@ async fn write_one(shared: &Shared, revisions: &mut HashMap<String, (u64, u64)>,
         return;
     };
     match put(bucket, &key, value, revision).await {
-        Some(revision) => revisions.insert(key, (epoch, revision)),
-        None => revisions.remove(&key),
-    };
+        Ok(revision) => {
+            revisions.insert(key, (epoch, revision));
+        }
+        Err(newer) => {
+            revisions.remove(&key);
+            // Usually the watch has told already; if it missed the claim, this does.
+            if let Some(owner) = newer {
+                shared.claimed_elsewhere(&owner);
+            }
+        }
+    }
 }
 
-/// One compare-and-set, retried on failures other than a moved revision; the
-/// new revision, or `None` if another node claimed the session meanwhile.
-async fn put(bucket: &kv::Store, key: &str, value: Bytes, revision: u64) -> Option<u64> {
+/// One compare-and-set, retried on failures other than a moved revision: the
+/// new revision, or, if another node claimed the session meanwhile, its claim.
+async fn put(
+    bucket: &kv::Store,
+    key: &str,
+    value: Bytes,
+    revision: u64,
+) -> Result<u64, Option<Owner>> {
     let mut is_retry = false;
     loop {
         match bucket.update(key, value.clone(), revision).await {
-            Ok(revision) => return Some(revision),
+            Ok(revision) => return Ok(revision),
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                // A retry after a timeout may find its own first attempt there.
                 let entry = bucket.entry(key).await.ok().flatten();
-                return match entry {
-                    Some(entry) if is_retry && entry.value == value => Some(entry.revision),
-                    _ => {
-                        debug!(key, "cluster: session write fenced by a newer claim");
-                        None
-                    }
-                };
+                // A retry after a timeout may find its own first attempt there.
+                if let Some(entry) = entry
+                    .as_ref()
+                    .filter(|entry| is_retry && entry.value == value)
+                {
+                    return Ok(entry.revision);
+                }
+                debug!(key, "cluster: session write fenced by a newer claim");
+                return Err(entry.and_then(|entry| Owner::decode(&entry.value).ok()));
             }
             Err(error) => {
                 if !is_retry {
@@ -151,8 +165,14 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         }
     };
     info!(bucket = %bucket_name(&shared.config), "cluster: sessions shared");
+    // After a broken watch, the next one starts where it stopped.
+    let mut seen = 0;
     loop {
-        let mut changes = match bucket.watch_all().await {
+        let changes = match seen {
+            0 => bucket.watch_all().await,
+            seen => bucket.watch_all_from_revision(seen + 1).await,
+        };
+        let mut changes = match changes {
             Ok(changes) => changes,
             Err(error) => {
                 warn!(%error, "cluster: cannot watch sessions; retrying");
@@ -163,6 +183,7 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         while let Some(change) = changes.next().await {
             match change {
                 Ok(entry) if entry.operation == kv::Operation::Put => {
+                    seen = entry.revision;
                     match Owner::decode(&entry.value) {
                         Ok(owner) => shared.claimed_elsewhere(&owner),
                         Err(error) => {

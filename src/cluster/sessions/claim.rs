@@ -118,7 +118,11 @@ impl Shared {
         let from_elsewhere = previous
             .filter(|previous| owner.is_resumed && previous.node != owner.node)
             .map(|_| owner.stored_subscriptions());
-        // Kept on this node's disk as well, as if subscribed here.
+        // Kept on this node's disk as well, as if subscribed here, replacing
+        // whatever an older stay of the session here left (the bucket is newer).
+        if from_elsewhere.is_some() {
+            self.local.drop_session(&client_id, local)?;
+        }
         for subscription in from_elsewhere.iter().flatten() {
             self.local.save_subscription(subscription, local)?;
         }

@@ -279,7 +279,11 @@ impl SessionStore for NatsSessionStore {
     fn release(&self, client_id: &ClientId, claim: Claim) {
         let mut held = lock(&self.shared.held);
         let Some(entry) = held.get(client_id) else {
-            self.shared.local.release(client_id, claim);
+            // The zero claim is the local store's own (a session restored at
+            // start-up); any other is a cluster epoch, meaningless there.
+            if claim.epoch == 0 {
+                self.shared.local.release(client_id, claim);
+            }
             return;
         };
         if entry.owner.epoch != claim.epoch {
