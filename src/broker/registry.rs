@@ -319,7 +319,7 @@ pub struct Census {
     pub in_flight: usize,
 }
 
-/// How much one session holds (see [`Registry::depths`]).
+/// How much one session holds (see [`Broker::depths`](super::Broker::depths)).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
     /// Messages queued for it, those in flight included.
