@@ -81,3 +81,127 @@ impl Broker {
         tracing::debug!(%client_id, "session taken by another node");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::broker::message::Message;
+    use crate::broker::registry::{Link, PendingWill, Restored};
+    use crate::broker::router::{Filter, Subscription};
+    use crate::broker::seam::Claim;
+    use crate::broker::{Mailbox, SessionRequest};
+    use crate::config::{Limits, SessionConfig};
+    use crate::protocol::{QoS, SubscriptionOptions, TopicName};
+    use crate::storage::Storage;
+
+    fn broker() -> Broker {
+        Broker::new(
+            Limits::default(),
+            SessionConfig::default(),
+            Storage::in_memory(),
+        )
+    }
+
+    /// An offline session with a subscription and a will due in an hour.
+    fn offline_with_delayed_will(broker: &Broker, client_id: &ClientId) {
+        let message = Message {
+            topic: TopicName::new("will/t").unwrap(),
+            payload: "gone".into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        };
+        let restored = Restored {
+            expires_at: None,
+            will: Some(PendingWill {
+                publish_at: Instant::now() + Duration::from_secs(3600),
+                message: Arc::new(message),
+            }),
+            next_seq: 1,
+            queued: 0,
+        };
+        broker.registry.restore(client_id.clone(), restored);
+        let subscription = Subscription {
+            options: SubscriptionOptions::default(),
+            identifier: None,
+        };
+        let filter = Filter::parse("t").unwrap();
+        broker
+            .subscribe(client_id, Claim::default(), &filter, subscription)
+            .unwrap();
+    }
+
+    /// A connected client subscribed to the will's topic; its mailbox.
+    async fn watcher(broker: &Broker) -> Arc<Mailbox> {
+        let client_id = ClientId::new("watcher");
+        let mailbox = Arc::new(Mailbox::default());
+        let link = Link {
+            connection_id: broker.next_connection_id(),
+            mailbox: mailbox.clone(),
+            is_persistent: false,
+        };
+        let request = SessionRequest {
+            client_id: &client_id,
+            clean_start: true,
+            expiry: Some(Duration::ZERO),
+            will: None,
+            connection: Successor {
+                peer: None,
+                listener: "test".into(),
+            },
+        };
+        let attached = broker.connect(request, link).await.unwrap();
+        let subscription = Subscription {
+            options: SubscriptionOptions::default(),
+            identifier: None,
+        };
+        let filter = Filter::parse("will/t").unwrap();
+        broker
+            .subscribe(&client_id, attached.claim, &filter, subscription)
+            .unwrap();
+        mailbox
+    }
+
+    #[tokio::test]
+    async fn issue_10_a_session_resumed_elsewhere_leaves_this_node_and_its_delayed_will_is_cancelled(
+    ) {
+        let broker = broker();
+        let watcher = watcher(&broker).await;
+        let client_id = ClientId::new("c");
+        offline_with_delayed_will(&broker, &client_id);
+        let taken = TakenElsewhere {
+            client_id: client_id.clone(),
+            is_resumed: true,
+        };
+        broker.release_to_other_node(taken).await;
+        assert!(broker.subscriptions_of(&client_id).is_empty());
+        assert!(broker.registry.get(&client_id).is_none());
+        // [MQTT-3.1.3-9] the session continues elsewhere: no will.
+        assert!(!watcher.has_deliveries());
+        broker.on_tick(Instant::now() + Duration::from_secs(7200));
+        assert!(!watcher.has_deliveries(), "the will was kept on this node");
+    }
+
+    #[tokio::test]
+    async fn issue_10_a_session_restarted_elsewhere_publishes_its_delayed_will_now() {
+        let broker = broker();
+        let watcher = watcher(&broker).await;
+        let client_id = ClientId::new("c");
+        offline_with_delayed_will(&broker, &client_id);
+        let taken = TakenElsewhere {
+            client_id: client_id.clone(),
+            is_resumed: false,
+        };
+        broker.release_to_other_node(taken).await;
+        // [MQTT-3.1.3-9] the session ended (Clean Start elsewhere): the will is due.
+        let mut batch = Vec::new();
+        watcher.take(10, &mut batch);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(&batch[0].message.payload[..], b"gone");
+        assert!(broker.subscriptions_of(&client_id).is_empty());
+    }
+}
