@@ -416,6 +416,7 @@ async fn claim(
     let intent = Intent {
         clean_start,
         is_persistent: true,
+        has_local_session: false,
     };
     store.claim(client_id, intent).taken().await.unwrap()
 }
@@ -487,4 +488,32 @@ async fn issue_10_a_stale_owner_cannot_write_the_session() {
         ["kept"],
         "a stale write reached the bucket (the first was {late:?})"
     );
+
+    // A session that ends leaves the bucket once its node lets go.
+    let client = async_nats::connect(nats.urls[0].as_str()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value("ROOKERY_MESSAGES_SESSIONS")
+        .await
+        .unwrap();
+    let key: String = "t"
+        .chars()
+        .chain(hex("ephemeral".as_bytes()).chars())
+        .collect();
+    let is_there = |entry: Option<async_nats::jetstream::kv::Entry>| {
+        entry.is_some_and(|entry| entry.operation == async_nats::jetstream::kv::Operation::Put)
+    };
+    let ephemeral = ClientId::new("ephemeral");
+    let claimed = claim(&a, &ephemeral, true).await;
+    assert!(is_there(bucket.entry(key.as_str()).await.unwrap()));
+    a.drop_session(&ephemeral, claimed.claim).unwrap();
+    a.release(&ephemeral, claimed.claim);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while is_there(bucket.entry(key.as_str()).await.unwrap()) {
+        assert!(tokio::time::Instant::now() < deadline, "ended session kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

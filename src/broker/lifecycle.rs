@@ -102,6 +102,7 @@ impl Broker {
         let intent = Intent {
             clean_start: request.clean_start,
             is_persistent: request.expiry != Some(Duration::ZERO),
+            has_local_session: matches!(prior, Prior::Session { .. }),
         };
         let claimed = match self.sessions.claim(client_id, intent).taken().await {
             Ok(claimed) => claimed,

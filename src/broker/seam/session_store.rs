@@ -29,6 +29,10 @@ pub struct Intent {
     pub clean_start: bool,
     /// The session outlives the connection (a session expiry other than 0).
     pub is_persistent: bool,
+    /// This node keeps a session for the client id (offline, or held by the
+    /// connection being taken over). In a cluster, it is the session to resume
+    /// if this node owned it last; otherwise the one another node left wins.
+    pub has_local_session: bool,
 }
 
 /// A claim taken, and what another node left of the session.
@@ -36,8 +40,10 @@ pub struct Intent {
 pub struct Claimed {
     /// The new claim.
     pub claim: Claim,
-    /// A session that another node held and this claim resumes, with its
-    /// subscriptions; `None` if there was none, or the claim was a Clean Start.
+    /// A session this claim resumes that this node does not keep (another node
+    /// held it last, or this node has lost it since, restarted without its
+    /// data), with its subscriptions; `None` if there was none, or the claim
+    /// was a Clean Start.
     pub resumed_from_elsewhere: Option<Vec<StoredSubscription>>,
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -13,6 +14,9 @@ use tracing::{debug, info, warn};
 
 use super::owner::Owner;
 use super::{Shared, RETRY};
+
+/// How long the marker of a purged session stays in the bucket.
+const MARKER_TTL: Duration = Duration::from_secs(300);
 use crate::broker::seam::Error;
 use crate::cluster::connect;
 use crate::config::ClusterConfig;
@@ -39,7 +43,14 @@ pub(super) enum Write {
         value: Bytes,
     },
     /// The session ended and was released: forget its revision.
-    Forget { key: String, epoch: u64 },
+    /// The node no longer holds the session. If it ended, its key is purged
+    /// (compare-and-set on the revision), and the purge marker expires after
+    /// [`MARKER_TTL`]: the bucket keeps only sessions that are held or persist.
+    Forget {
+        key: String,
+        epoch: u64,
+        is_ended: bool,
+    },
 }
 
 impl Shared {
@@ -87,9 +98,19 @@ async fn write_one(shared: &Shared, revisions: &mut HashMap<String, (u64, u64)>,
             revisions.insert(key, (epoch, revision));
             return;
         }
-        Write::Forget { key, epoch } => {
-            if revisions.get(&key).is_some_and(|(held, _)| *held == epoch) {
+        Write::Forget {
+            key,
+            epoch,
+            is_ended,
+        } => {
+            let Some(&(held, revision)) = revisions.get(&key) else {
+                return;
+            };
+            if held == epoch {
                 revisions.remove(&key);
+                if let (true, Ok(bucket)) = (is_ended, shared.bucket().await) {
+                    purge(bucket, &key, revision).await;
+                }
             }
             return;
         }
@@ -111,8 +132,8 @@ async fn write_one(shared: &Shared, revisions: &mut HashMap<String, (u64, u64)>,
         Err(newer) => {
             revisions.remove(&key);
             // Usually the watch has told already; if it missed the claim, this does.
-            if let Some(owner) = newer {
-                shared.claimed_elsewhere(&owner);
+            if let Some((owner, revision)) = newer {
+                shared.claimed_elsewhere(&owner, revision);
             }
         }
     }
@@ -125,7 +146,7 @@ async fn put(
     key: &str,
     value: Bytes,
     revision: u64,
-) -> Result<u64, Option<Owner>> {
+) -> Result<u64, Option<(Owner, u64)>> {
     let mut is_retry = false;
     loop {
         match bucket.update(key, value.clone(), revision).await {
@@ -140,7 +161,11 @@ async fn put(
                     return Ok(entry.revision);
                 }
                 debug!(key, "cluster: session write fenced by a newer claim");
-                return Err(entry.and_then(|entry| Owner::decode(&entry.value).ok()));
+                let newer = entry.and_then(|entry| {
+                    let owner = Owner::decode(&entry.value).ok()?;
+                    Some((owner, entry.revision))
+                });
+                return Err(newer);
             }
             Err(error) => {
                 if !is_retry {
@@ -150,6 +175,25 @@ async fn put(
                 tokio::time::sleep(RETRY).await;
             }
         }
+    }
+}
+
+/// Purges the key of a session that ended, unless another node claimed it
+/// meanwhile. Best effort: a key left behind says `has_session: false`, which
+/// a claim reads as no session.
+async fn purge(bucket: &kv::Store, key: &str, revision: u64) {
+    let purged = match bucket
+        .purge_expect_revision_with_ttl(key, revision, MARKER_TTL)
+        .await
+    {
+        // A bucket made before markers could expire (no per-message TTL).
+        Err(error) if error.kind() == kv::UpdateErrorKind::Other => {
+            bucket.purge_expect_revision(key, Some(revision)).await
+        }
+        other => other,
+    };
+    if let Err(error) = purged {
+        debug!(%error, key, "cluster: ended session not purged");
     }
 }
 
@@ -181,11 +225,13 @@ pub(super) async fn watch(shared: Arc<Shared>) {
             }
         };
         while let Some(change) = changes.next().await {
+            if let Ok(entry) = &change {
+                seen = entry.revision;
+            }
             match change {
                 Ok(entry) if entry.operation == kv::Operation::Put => {
-                    seen = entry.revision;
                     match Owner::decode(&entry.value) {
-                        Ok(owner) => shared.claimed_elsewhere(&owner),
+                        Ok(owner) => shared.claimed_elsewhere(&owner, entry.revision),
                         Err(error) => {
                             warn!(%error, key = %entry.key, "cluster: session change skipped")
                         }
@@ -211,12 +257,21 @@ async fn open_bucket(config: &ClusterConfig) -> Result<kv::Store, async_nats::Er
     if let Ok(bucket) = jetstream.get_key_value(name.clone()).await {
         return Ok(bucket);
     }
-    Ok(jetstream
-        .create_key_value(kv::Config {
-            bucket: name,
-            history: 1,
-            num_replicas: config.replicas,
-            ..Default::default()
-        })
-        .await?)
+    let bucket = kv::Config {
+        bucket: name,
+        history: 1,
+        num_replicas: config.replicas,
+        limit_markers: Some(MARKER_TTL),
+        ..Default::default()
+    };
+    match jetstream.create_key_value(bucket.clone()).await {
+        Ok(bucket) => Ok(bucket),
+        // nats-server 2.10 has no per-message TTL: purge markers stay.
+        Err(_) => Ok(jetstream
+            .create_key_value(kv::Config {
+                limit_markers: None,
+                ..bucket
+            })
+            .await?),
+    }
 }

@@ -31,7 +31,7 @@ impl Shared {
             match self.try_claim(bucket, &client_id, &key, intent).await {
                 Ok(Some((owner, previous, revision))) => {
                     return self
-                        .claimed(client_id, key, owner, previous, revision)
+                        .claimed(client_id, key, owner, previous, revision, intent)
                         .await
                 }
                 // Another claim came first: read it, and claim after it.
@@ -88,7 +88,6 @@ impl Shared {
         Owner {
             format: FORMAT,
             node: self.config.node_id.clone(),
-            epoch: previous.map_or(1, |owner| owner.epoch.saturating_add(1)),
             client_id: client_id.as_str().to_string(),
             has_session: intent.is_persistent,
             is_resumed: resumable.is_some(),
@@ -106,17 +105,21 @@ impl Shared {
         owner: Owner,
         previous: Option<Owner>,
         revision: u64,
+        intent: Intent,
     ) -> Result<Claimed, Error> {
         let local = self.local.claim(
             &client_id,
             Intent {
                 clean_start: !owner.is_resumed,
                 is_persistent: owner.has_session,
+                has_local_session: intent.has_local_session,
             },
         );
         let local = local.taken().await?.claim;
         let from_elsewhere = previous
-            .filter(|previous| owner.is_resumed && previous.node != owner.node)
+            .filter(|previous| {
+                owner.is_resumed && (previous.node != owner.node || !intent.has_local_session)
+            })
             .map(|_| owner.stored_subscriptions());
         // Kept on this node's disk as well, as if subscribed here, replacing
         // whatever an older stay of the session here left (the bucket is newer).
@@ -126,14 +129,23 @@ impl Shared {
         for subscription in from_elsewhere.iter().flatten() {
             self.local.save_subscription(subscription, local)?;
         }
-        let epoch = owner.epoch;
+        // The claim's revision is its epoch: the bucket's revisions only grow,
+        // across every key, even one purged and created again.
+        let epoch = revision;
         let mut held = lock(&self.held);
         self.queue(Write::Claimed {
             key,
             epoch,
             revision,
         });
-        held.insert(client_id.clone(), Held { local, owner });
+        held.insert(
+            client_id.clone(),
+            Held {
+                epoch,
+                local,
+                owner,
+            },
+        );
         // The watch may have seen a newer claim before this one's answer came.
         let overtaken = lock(&self.claiming)
             .get_mut(&client_id)
@@ -152,23 +164,23 @@ impl Shared {
     /// Another node claimed a session: if this node held it with an older
     /// claim, it lets go. A claim of this node still waiting for its answer
     /// learns of it when the answer comes (see [`Shared::claimed`]).
-    pub(super) fn claimed_elsewhere(&self, owner: &Owner) {
+    pub(super) fn claimed_elsewhere(&self, owner: &Owner, revision: u64) {
         if owner.node == self.config.node_id {
             return;
         }
         let client_id = ClientId::new(owner.client_id.as_str());
         let held = lock(&self.held);
         match held.get(&client_id) {
-            Some(entry) if entry.owner.epoch < owner.epoch => {
+            Some(entry) if entry.epoch < revision => {
                 drop(held);
-                self.let_go(&client_id, owner.epoch, owner.is_resumed);
+                self.let_go(&client_id, revision, owner.is_resumed);
             }
             Some(_) => {}
             None => {
                 let mut claiming = lock(&self.claiming);
                 if let Some(newest) = claiming.get_mut(&client_id) {
-                    if newest.is_none_or(|(epoch, _)| epoch < owner.epoch) {
-                        *newest = Some((owner.epoch, owner.is_resumed));
+                    if newest.is_none_or(|(epoch, _)| epoch < revision) {
+                        *newest = Some((revision, owner.is_resumed));
                     }
                 }
             }
@@ -182,13 +194,14 @@ impl Shared {
         let Some(entry) = held.remove(client_id) else {
             return;
         };
-        if entry.owner.epoch >= newer {
+        if entry.epoch >= newer {
             held.insert(client_id.clone(), entry);
             return;
         }
         self.queue(Write::Forget {
             key: key(client_id),
-            epoch: entry.owner.epoch,
+            epoch: entry.epoch,
+            is_ended: false,
         });
         drop(held);
         if let Err(error) = self.local.drop_session(client_id, entry.local) {

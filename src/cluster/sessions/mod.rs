@@ -2,14 +2,16 @@
 //! of persistent sessions, in one JetStream key-value bucket
 //! (`{stream}_SESSIONS`, `replicas` copies) that every node writes and watches.
 //!
-//! One value per client id ([`Owner`]): the owning node, the claim's epoch,
-//! whether a session outlives its connection, and its subscriptions. A claim is
-//! a compare-and-set on the key's revision (create if absent, update with the
-//! revision just read), so two nodes can never both take the same session: the
-//! loser reads again and claims after the winner, with a higher epoch. Every
-//! later write of the owner is a compare-and-set on the revision its own last
-//! write returned, so once another node claims, the old owner's writes are
-//! refused by the bucket ([MQTT-3.1.4-3]: one session, one connection).
+//! One value per client id ([`Owner`]): the owning node, whether a session
+//! outlives its connection, and its subscriptions. A claim is a compare-and-set
+//! on the key's revision (create if absent, update with the revision just
+//! read), so two nodes can never both take the same session: the loser reads
+//! again and claims after the winner. The revision of the claim's write is its
+//! epoch; revisions grow across the whole bucket, so any later write by another
+//! node means that node claimed since. Every later write of the owner is a
+//! compare-and-set on the revision its own last write returned, so once another
+//! node claims, the old owner's writes are refused by the bucket
+//! ([MQTT-3.1.4-3]: one session, one connection).
 //!
 //! Records, queues and in-flight state stay in this node's own store
 //! ([`Storage`](crate::storage::Storage), `local` here): a claim also takes a
@@ -17,8 +19,9 @@
 //! the local store, fenced by the local claim. So the checks a write makes are
 //! in memory; the bucket is written behind, in order, by one task.
 //!
-//! Keys are never deleted: an ended session is written as `has_session: false`,
-//! so epochs only grow.
+//! When a session ends and its node lets go, its key is purged (its marker
+//! expires a few minutes later), so the bucket holds the sessions that are
+//! connected or persist, not every client id ever seen.
 
 mod bucket;
 mod claim;
@@ -56,6 +59,9 @@ const CLAIM_RETRY: Duration = Duration::from_millis(100);
 /// A session a connection on this node has claimed.
 #[derive(Debug)]
 struct Held {
+    /// The revision of the claim's write: a write of another node with a higher
+    /// revision means that node claimed the session since.
+    epoch: u64,
     /// The local store's claim, which local writes carry.
     local: Claim,
     /// What the bucket holds (or will, once the writes queued are done).
@@ -139,8 +145,8 @@ impl Shared {
             }
             return Err(fenced(client_id, claim, 0));
         };
-        if entry.owner.epoch != claim.epoch {
-            return Err(fenced(client_id, claim, entry.owner.epoch));
+        if entry.epoch != claim.epoch {
+            return Err(fenced(client_id, claim, entry.epoch));
         }
         write(entry.local)?;
         let before = entry.owner.clone();
@@ -205,8 +211,7 @@ impl SessionStore for NatsSessionStore {
         let held = lock(&self.shared.held);
         match held.get(client_id) {
             Some(entry) => {
-                entry.owner.epoch == claim.epoch
-                    && self.shared.local.is_current(client_id, entry.local)
+                entry.epoch == claim.epoch && self.shared.local.is_current(client_id, entry.local)
             }
             None => claim.epoch == 0 && self.shared.local.is_current(client_id, claim),
         }
@@ -286,14 +291,17 @@ impl SessionStore for NatsSessionStore {
             }
             return;
         };
-        if entry.owner.epoch != claim.epoch {
+        if entry.epoch != claim.epoch {
             return;
         }
+        // Nothing of the session outlives it: its key goes (see [`Write::Forget`]).
+        let is_ended = !entry.owner.has_session;
         let local = entry.local;
         held.remove(client_id);
         self.shared.queue(Write::Forget {
             key: key(client_id),
             epoch: claim.epoch,
+            is_ended,
         });
         self.shared.local.release(client_id, local);
     }

@@ -21,8 +21,6 @@ pub(super) struct Owner {
     pub(super) format: u8,
     /// The node whose connection claimed the session last.
     pub(super) node: String,
-    /// Grows by one with every claim.
-    pub(super) epoch: u64,
     /// The client id (a key may be a hash of it).
     pub(super) client_id: String,
     /// A session that outlives its connection exists (it may be resumed).
@@ -85,7 +83,6 @@ mod tests {
         Owner {
             format: FORMAT,
             node: "n1".into(),
-            epoch: 3,
             client_id: "é/c".into(),
             has_session: true,
             is_resumed: false,
