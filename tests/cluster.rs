@@ -402,6 +402,22 @@ async fn issue_10_a_persistent_session_keeps_its_subscriptions_on_another_node()
         .publish_acked(publish("move/a", QoS::AtLeastOnce, 2, "nobody"))
         .await;
     client.expect_silence(Duration::from_millis(500)).await;
+
+    // n1 restarts without its data (memory storage): the session it owned last
+    // comes back from the bucket.
+    client.subscribe_one("move/z", QoS::AtLeastOnce).await;
+    client.disconnect().await;
+    let n1 = n1.restart().await;
+    claims_answered(n1.addr, "n1").await;
+    let (mut client, connack) = RawClient::open(n1.addr, persistent_packet(V5, "mover", 300)).await;
+    assert!(
+        connack.session_present,
+        "n1 forgot the session the bucket kept"
+    );
+    publisher
+        .publish_acked(publish("move/z", QoS::AtLeastOnce, 3, "back"))
+        .await;
+    assert_eq!(&client.receive_acked().await.payload[..], b"back");
     n1.stop().await;
     n2.stop().await;
     n3.stop().await;

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use tokio::sync::{mpsc, watch, OnceCell};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::RETRY;
@@ -90,6 +91,15 @@ struct Shared {
 pub struct NatsSessionStore {
     shared: Arc<Shared>,
     taken: Mutex<Option<mpsc::UnboundedReceiver<TakenElsewhere>>>,
+    /// Stops the tasks when the store goes (with its broker): they hold the
+    /// shared state, so they would otherwise run, and watch, for ever.
+    stop: CancellationToken,
+}
+
+impl Drop for NatsSessionStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl NatsSessionStore {
@@ -110,11 +120,15 @@ impl NatsSessionStore {
             done,
             taken: taken_tx,
         });
-        tokio::spawn(write_behind(shared.clone(), queue, done_tx));
-        tokio::spawn(bucket::watch(shared.clone()));
+        let stop = CancellationToken::new();
+        let writes = write_behind(shared.clone(), queue, done_tx);
+        let watch = bucket::watch(shared.clone());
+        tokio::spawn(stop.clone().run_until_cancelled_owned(writes));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(watch));
         NatsSessionStore {
             shared,
             taken: Mutex::new(Some(taken)),
+            stop,
         }
     }
 }
