@@ -42,7 +42,6 @@ pub(super) enum Write {
         epoch: u64,
         value: Bytes,
     },
-    /// The session ended and was released: forget its revision.
     /// The node no longer holds the session. If it ended, its key is purged
     /// (compare-and-set on the revision), and the purge marker expires after
     /// [`MARKER_TTL`]: the bucket keeps only sessions that are held or persist.
@@ -71,9 +70,10 @@ impl Shared {
 
 /// Writes the values of held sessions, in the order they changed, each a
 /// compare-and-set on the revision of the previous one. A write refused because
-/// the revision moved means another node claimed the session: it is dropped
-/// (the watch tells the broker). Other failures are retried until the bucket
-/// takes the write, as a retained change is.
+/// the revision moved means another node claimed the session: it is dropped,
+/// and the node lets go of the session if the watch has not made it do so
+/// already. Other failures are retried until the bucket takes the write, as a
+/// retained change is.
 pub(super) async fn write_behind(
     shared: Arc<Shared>,
     mut queue: mpsc::UnboundedReceiver<Write>,
