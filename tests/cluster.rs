@@ -15,7 +15,9 @@ use common::{
     connect_packet, memory_config, persistent_packet, publish, start_broker_with, v4, v5, will,
     RawClient, TestBroker,
 };
-use rookery::broker::seam::{Claimed, Error, Intent, SessionStore, StoredSubscription};
+use rookery::broker::seam::{
+    Claimed, Error, Intent, SessionRecord, SessionStore, StoredSubscription,
+};
 use rookery::protocol::{ClientId, Packet, ProtocolVersion, QoS, ReasonCode};
 use rookery::storage::Storage;
 
@@ -504,6 +506,21 @@ async fn issue_10_a_stale_owner_cannot_write_the_session() {
         ["kept"],
         "a stale write reached the bucket (the first was {late:?})"
     );
+
+    // [MQTT-3.1.2-23] an offline session past its expiry is not resumed, even
+    // though the node that would have expired it is not the one asked.
+    let expiring = ClientId::new("expiring");
+    let claimed = claim(&a, &expiring, true).await;
+    a.save_subscription(&subscription(&expiring, "x"), claimed.claim)
+        .unwrap();
+    let offline = SessionRecord::Offline {
+        expires_at: Some(std::time::Instant::now()),
+        will: None,
+    };
+    a.save(&expiring, &offline, claimed.claim).unwrap();
+    a.writes_settled().unwrap().await;
+    let later = claim(&b, &expiring, false).await;
+    assert_eq!(later.resumed_from_elsewhere, None);
 
     // A session that ends leaves the bucket once its node lets go.
     let client = async_nats::connect(nats.urls[0].as_str()).await.unwrap();

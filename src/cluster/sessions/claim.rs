@@ -8,6 +8,7 @@ use super::owner::{Owner, FORMAT};
 use super::{key, lock, Held, Shared, Write, CLAIM_ATTEMPTS, CLAIM_RETRY};
 use crate::broker::seam::{Claim, Claimed, Error, Intent, TakenElsewhere};
 use crate::protocol::ClientId;
+use crate::storage::record::Clock;
 use async_nats::jetstream::kv;
 
 impl Shared {
@@ -84,12 +85,15 @@ impl Shared {
     /// The value a claim writes: the session's subscriptions carry over unless
     /// it starts anew ([MQTT-3.1.2-4]).
     fn next_owner(&self, client_id: &ClientId, intent: Intent, previous: Option<&Owner>) -> Owner {
-        let resumable = previous.filter(|owner| owner.has_session && !intent.clean_start);
+        // [MQTT-3.1.2-23] an expired session is gone, whichever node kept it.
+        let now_ms = Clock::now().wall_ms();
+        let resumable = previous.filter(|owner| owner.is_resumable(now_ms) && !intent.clean_start);
         Owner {
             format: FORMAT,
             node: self.config.node_id.clone(),
             client_id: client_id.as_str().to_string(),
             has_session: intent.is_persistent,
+            expires_at_ms: None,
             is_resumed: resumable.is_some(),
             subscriptions: resumable
                 .map(|owner| owner.subscriptions.clone())

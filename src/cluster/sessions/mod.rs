@@ -46,7 +46,7 @@ use crate::broker::seam::{
 };
 use crate::config::ClusterConfig;
 use crate::protocol::ClientId;
-use crate::storage::record;
+use crate::storage::record::{self, Clock};
 use bucket::{key, write_behind, Write};
 use owner::Owner;
 
@@ -242,7 +242,16 @@ impl SessionStore for NatsSessionStore {
             client_id,
             claim,
             |local_claim| local.save(client_id, record, local_claim),
-            |owner| owner.has_session = is_persistent(record),
+            |owner| {
+                owner.has_session = is_persistent(record);
+                owner.expires_at_ms = match record {
+                    SessionRecord::Offline {
+                        expires_at: Some(at),
+                        ..
+                    } => Some(Clock::now().to_wall(Some(*at))),
+                    _ => None,
+                };
+            },
         )
     }
 

@@ -25,6 +25,11 @@ pub(super) struct Owner {
     pub(super) client_id: String,
     /// A session that outlives its connection exists (it may be resumed).
     pub(super) has_session: bool,
+    /// When the session expires, in wall-clock milliseconds, once its
+    /// connection has gone; `None` while connected, or if it never expires. Kept
+    /// here so that a session whose node is gone still expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) expires_at_ms: Option<u64>,
     /// The claim resumed the session (Clean Start 0) rather than starting anew.
     pub(super) is_resumed: bool,
     /// Filter → options and subscription identifier, as the local store encodes them.
@@ -46,6 +51,11 @@ impl Owner {
             });
         }
         Ok(owner)
+    }
+
+    /// Whether a session is there to resume at wall-clock time `now_ms`.
+    pub(super) fn is_resumable(&self, now_ms: u64) -> bool {
+        self.has_session && self.expires_at_ms.is_none_or(|at| at > now_ms)
     }
 
     pub(super) fn stored_subscriptions(&self) -> Vec<StoredSubscription> {
@@ -85,6 +95,7 @@ mod tests {
             node: "n1".into(),
             client_id: "é/c".into(),
             has_session: true,
+            expires_at_ms: None,
             is_resumed: false,
             subscriptions: BTreeMap::from([("a/+".to_string(), encoded.to_vec())]),
         }
@@ -101,6 +112,18 @@ mod tests {
         assert_eq!(subscriptions[0].options.qos, QoS::ExactlyOnce);
         assert!(subscriptions[0].options.no_local);
         assert_eq!(subscriptions[0].identifier, Some(7));
+    }
+
+    #[test]
+    fn issue_10_an_offline_session_past_its_expiry_is_not_resumed() {
+        let mut owner = owner();
+        assert!(owner.is_resumable(1_000));
+        owner.expires_at_ms = Some(1_000);
+        assert!(owner.is_resumable(999));
+        assert!(!owner.is_resumable(1_000));
+        owner.has_session = false;
+        owner.expires_at_ms = None;
+        assert!(!owner.is_resumable(0));
     }
 
     #[test]
