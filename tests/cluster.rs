@@ -456,6 +456,9 @@ fn filters(claimed: &Claimed) -> Vec<String> {
     subscriptions.iter().map(|s| s.filter.clone()).collect()
 }
 
+/// The session store against the bucket directly: three stores stand for
+/// three nodes. Also: an expired session is not resumed, and an ended one
+/// leaves the bucket (one NATS cluster for all three, to keep the suite short).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_a_stale_owner_cannot_write_the_session() {
     let nats = NatsCluster::start(3).ready().await;
