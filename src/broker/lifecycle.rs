@@ -160,8 +160,9 @@ impl Broker {
     }
 
     /// Undoes the attach of a connection whose claim failed (the cluster is out
-    /// of reach): what the session was before stays as it was, but for a will
-    /// still waiting for its delay, which keeps waiting.
+    /// of reach): a session that waited offline waits again, with its delayed
+    /// will but without an expiry (the registry does not hand the old deadline
+    /// back); one that had ended, or never was, is gone.
     fn unclaimed(&self, client_id: &ClientId, connection_id: u64, prior: Prior) {
         let claim = self
             .registry
