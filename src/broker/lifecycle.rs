@@ -19,7 +19,7 @@ use tokio::time::timeout;
 use super::mailbox::{Control, Successor};
 use super::message::{Message, StoredWill, WillMessage};
 use super::registry::{ClientSlot, Departure, Detached, Link, PendingWill, Previous};
-use super::seam::{self, Claim, SessionRecord};
+use super::seam::{self, Claim, Intent, SessionRecord};
 use super::Broker;
 use crate::protocol::ClientId;
 
@@ -58,7 +58,7 @@ pub struct Attached {
 /// What a new connection found of its session once any connection that held it
 /// had let go.
 #[derive(Debug)]
-enum Prior {
+pub(super) enum Prior {
     /// There was no session.
     Nothing,
     /// The previous connection ended the session as it left (it was not
@@ -99,8 +99,24 @@ impl Broker {
             }
             Previous::Ending { departed } => left_behind(departed, false).await,
         };
-        let claim = self.sessions.claim(client_id);
+        let intent = Intent {
+            clean_start: request.clean_start,
+            is_persistent: request.expiry != Some(Duration::ZERO),
+            has_local_session: matches!(prior, Prior::Session { .. }),
+        };
+        let claimed = match self.sessions.claim(client_id, intent).taken().await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                self.unclaimed(client_id, connection_id, prior);
+                return Err(error);
+            }
+        };
+        let claim = claimed.claim;
         slot.set_claim(claim);
+        let prior = match claimed.resumed_from_elsewhere {
+            Some(subscriptions) => self.adopt(client_id, subscriptions, prior).await,
+            None => prior,
+        };
         let session_present = self.settle_session(client_id, request.clean_start, prior, claim);
         if let Err(error) = self.open_session(client_id, request.expiry, request.will, claim) {
             let departure = Departure::Offline {
@@ -141,6 +157,26 @@ impl Broker {
             self.registry.finish_ending(client_id, connection_id);
         }
         detached
+    }
+
+    /// Undoes the attach of a connection whose claim failed (the cluster is out
+    /// of reach): a session that waited offline waits again, with its delayed
+    /// will but without an expiry (the registry does not hand the old deadline
+    /// back); one that had ended, or never was, is gone.
+    fn unclaimed(&self, client_id: &ClientId, connection_id: u64, prior: Prior) {
+        let claim = self
+            .registry
+            .get(client_id)
+            .map(|slot| slot.claim())
+            .unwrap_or_default();
+        let departure = match prior {
+            Prior::Nothing | Prior::Ended => Departure::End,
+            Prior::Session { will } => Departure::Offline {
+                expires_at: None,
+                will,
+            },
+        };
+        self.disconnect(client_id, connection_id, claim, departure, None);
     }
 
     /// Stores the record of a session a connection now holds, before CONNACK: if
@@ -284,7 +320,10 @@ impl Broker {
 }
 
 /// Waits for what the connection that held the session leaves behind.
-async fn left_behind(departed: oneshot::Receiver<Departure>, is_persistent: bool) -> Prior {
+pub(super) async fn left_behind(
+    departed: oneshot::Receiver<Departure>,
+    is_persistent: bool,
+) -> Prior {
     match timeout(TAKEOVER_TIMEOUT, departed).await {
         Ok(Ok(Departure::End)) => Prior::Ended,
         Ok(Ok(Departure::Offline { will, .. })) => Prior::Session { will },

@@ -9,6 +9,7 @@
 
 pub mod arrival;
 pub mod directory;
+mod handoff;
 mod lifecycle;
 mod mailbox;
 pub mod message;
@@ -205,6 +206,14 @@ impl Broker {
         self.retained.write().set(message);
     }
 
+    /// Sessions other nodes claim from this one, to let go of with
+    /// [`Broker::release_to_other_node`]; handed out once, `None` for a single node.
+    pub fn take_sessions_taken_elsewhere(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<seam::TakenElsewhere>> {
+        self.sessions.taken_elsewhere()
+    }
+
     /// Messages published on other nodes, to route with [`Broker::publish_remote`];
     /// `None` for a single node.
     pub fn take_remote_inbound(
@@ -220,9 +229,13 @@ impl Broker {
         self.route(&ClientId::new(""), message, None, None, Origin::Remote)
     }
 
-    /// Completes once every subscription added so far is known to other nodes.
+    /// Completes once every subscription added or removed so far is known to
+    /// other nodes, both for routing and for a session resumed on another node.
     pub async fn interest_settled(&self) {
         self.fanout.interest_settled().await;
+        if let Some(settled) = self.sessions.writes_settled() {
+            settled.await;
+        }
     }
 
     /// The current authentication and ACL policy; everyone may do everything until

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::registry::{PendingWill, Restored};
 use super::router::{Filter, Subscription};
-use super::seam::{self, SessionRecord};
+use super::seam::{self, SessionRecord, StoredSubscription};
 use super::Broker;
 
 /// What startup found on disk.
@@ -66,8 +66,24 @@ impl Broker {
             };
             self.registry.restore(session.client_id, restored);
         }
+        recovery.subscriptions = self.restore_subscriptions(recovered.subscriptions);
+        let mut retained = self.retained.write();
+        for message in retained_messages {
+            retained.set(message);
+        }
+        drop(retained);
+        // Before anyone can connect: end what expired while the broker was down.
+        self.on_tick(Instant::now());
+        Ok(recovery)
+    }
+
+    /// Puts stored subscriptions back in the router, and tells the fan-out of the
+    /// filters it did not route here yet. Returns how many were restored; a filter
+    /// that no longer parses is skipped.
+    pub(super) fn restore_subscriptions(&self, subscriptions: Vec<StoredSubscription>) -> usize {
+        let mut restored = 0;
         let mut router = self.router.write();
-        for stored in recovered.subscriptions {
+        for stored in subscriptions {
             match Filter::parse(&stored.filter) {
                 Ok(filter) => {
                     let subscription = Subscription {
@@ -77,21 +93,13 @@ impl Broker {
                     if !router.subscribe(&stored.client_id, &filter, subscription) {
                         self.fanout.add_interest(&stored.filter);
                     }
-                    recovery.subscriptions += 1;
+                    restored += 1;
                 }
                 Err(error) => {
                     tracing::warn!(client_id = %stored.client_id, filter = %stored.filter, %error, "stored filter skipped");
                 }
             }
         }
-        drop(router);
-        let mut retained = self.retained.write();
-        for message in retained_messages {
-            retained.set(message);
-        }
-        drop(retained);
-        // Before anyone can connect: end what expired while the broker was down.
-        self.on_tick(Instant::now());
-        Ok(recovery)
+        restored
     }
 }

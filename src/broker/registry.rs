@@ -194,6 +194,25 @@ impl ClientSlot {
     }
 }
 
+/// What this node had of a session another node claimed.
+#[derive(Debug)]
+pub enum HandOff {
+    /// Nothing, or a session already ending.
+    Nothing,
+    /// A connection, told nothing yet; its departure comes through `departed`.
+    Online {
+        /// The connection.
+        link: Link,
+        /// What it leaves behind.
+        departed: oneshot::Receiver<Departure>,
+    },
+    /// An offline session, with a will waiting for its delay.
+    Offline {
+        /// The will.
+        will: Option<PendingWill>,
+    },
+}
+
 /// What was attached before a new connection took a slot.
 #[derive(Debug)]
 pub enum Previous {
@@ -300,7 +319,7 @@ pub struct Census {
     pub in_flight: usize,
 }
 
-/// How much one session holds (see [`Registry::depths`]).
+/// How much one session holds (see [`Broker::depths`](super::Broker::depths)).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
     /// Messages queued for it, those in flight included.
@@ -449,6 +468,32 @@ impl Registry {
         if let Some(index) = handovers.iter().position(|(id, _)| *id == connection_id) {
             let (_, successor) = handovers.swap_remove(index);
             let _ = successor.send(Departure::End);
+        }
+    }
+
+    /// Marks a session that another node claimed as ending, so that a new local
+    /// connection waits for the clean-up. A connection that holds it hands its
+    /// departure over as it would to a local successor. Call
+    /// [`Registry::finish_ending`] with [`EXPIRY`] once it is let go.
+    pub fn hand_off(&self, client_id: &ClientId) -> HandOff {
+        let Some(slot) = self.get(client_id) else {
+            return HandOff::Nothing;
+        };
+        let mut presence = slot.presence.lock();
+        if matches!(&*presence, Presence::Ending { .. }) {
+            return HandOff::Nothing;
+        }
+        let ending = Presence::Ending {
+            connection_id: EXPIRY,
+        };
+        match std::mem::replace(&mut *presence, ending) {
+            Presence::Online(link) => {
+                let (done, departed) = oneshot::channel();
+                slot.handovers.lock().push((link.connection_id, done));
+                HandOff::Online { link, departed }
+            }
+            Presence::Offline { will, .. } => HandOff::Offline { will },
+            Presence::Ending { .. } => HandOff::Nothing,
         }
     }
 

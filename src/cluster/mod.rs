@@ -23,6 +23,7 @@
 
 mod cover;
 mod retained;
+mod sessions;
 pub mod subject;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ use crate::config::ClusterConfig;
 use crate::protocol::TopicFilter;
 pub use cover::cover;
 pub use retained::NatsRetainStore;
+pub use sessions::NatsSessionStore;
 
 /// The header that names the node a message was published on, so that a node
 /// skips its own messages (they were delivered locally already).

@@ -90,8 +90,9 @@ pub struct Session {
     replayed_seqs: HashSet<u64>,
     /// PUBLISH packets sent since the connection last collected the count.
     sent_count: u64,
-    /// Whether a subscription was added since the connection last asked: its
-    /// SUBACK waits until other nodes know of it ([`Broker::interest_settled`]).
+    /// Whether a subscription was added or removed since the connection last
+    /// asked: its SUBACK or UNSUBACK waits until other nodes know of it
+    /// ([`Broker::interest_settled`]).
     has_new_interest: bool,
     /// The in-flight count last shown to the registry (see [`Session::report_in_flight`]).
     reported_in_flight: usize,
@@ -142,13 +143,13 @@ impl Session {
         &self.client_id
     }
 
-    /// Whether a subscription was added since [`Session::interest_settled`] was
-    /// last called (see [`Broker::interest_settled`]).
+    /// Whether a subscription was added or removed since
+    /// [`Session::interest_settled`] was last called (see [`Broker::interest_settled`]).
     pub fn has_new_interest(&self) -> bool {
         self.has_new_interest
     }
 
-    /// Other nodes know of every subscription added so far.
+    /// Other nodes know of every subscription added or removed so far.
     pub fn interest_settled(&mut self) {
         self.has_new_interest = false;
     }

@@ -132,6 +132,8 @@ impl Session {
         for text in &unsubscribe.filters {
             reasons.push(match Filter::parse(text) {
                 Ok(filter) if broker.unsubscribe(&self.client_id, self.claim, &filter)? => {
+                    // In a cluster, UNSUBACK too waits until the change is shared.
+                    self.has_new_interest = true;
                     ReasonCode::SUCCESS
                 }
                 Ok(_) => ReasonCode::NO_SUBSCRIPTION_EXISTED,

@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use crate::broker::message::{Delivery, Message, StoredWill, WillMessage};
 pub use crate::broker::seam::Error;
 use crate::broker::seam::{
-    Claim, DeliveryState, LocalOnly, MessageLog, PublishWrite, QueuedDelivery, Recovered,
-    RecoveredSession, RetainStore, Seams, SessionRecord, SessionStore, StoredSubscription,
-    SyncPoint,
+    Claim, Claimed, Claiming, DeliveryState, Intent, LocalOnly, MessageLog, PublishWrite,
+    QueuedDelivery, Recovered, RecoveredSession, RetainStore, Seams, SessionRecord, SessionStore,
+    StoredSubscription, SyncPoint,
 };
 pub use crate::config::Durability;
 use crate::config::StorageConfig;
@@ -108,8 +108,12 @@ impl Storage {
 }
 
 impl SessionStore for Storage {
-    fn claim(&self, client_id: &ClientId) -> Claim {
-        self.claims.claim(client_id)
+    /// In memory: ready at once, and no other node to resume a session from.
+    fn claim(&self, client_id: &ClientId, _intent: Intent) -> Claiming<'_> {
+        Claiming::Ready(Claimed {
+            claim: self.claims.claim(client_id),
+            resumed_from_elsewhere: None,
+        })
     }
 
     fn is_current(&self, client_id: &ClientId, claim: Claim) -> bool {

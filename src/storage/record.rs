@@ -61,7 +61,13 @@ impl Clock {
         self.instant
     }
 
-    fn to_wall(self, at: Option<Instant>) -> u64 {
+    /// The wall-clock side of the pair, in milliseconds since the Unix epoch.
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_ms
+    }
+
+    /// `at` in wall-clock milliseconds; `None` (no deadline) is `u64::MAX`.
+    pub fn to_wall(self, at: Option<Instant>) -> u64 {
         let Some(at) = at else { return NEVER };
         let ahead = at.saturating_duration_since(self.instant).as_millis();
         let behind = self.instant.saturating_duration_since(at).as_millis();

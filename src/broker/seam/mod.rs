@@ -27,7 +27,8 @@ pub use fanout::{Fanout, LocalOnly};
 pub use message_log::{DeliveryState, MessageLog, PublishWrite, QueuedDelivery, SyncPoint};
 pub use retain_store::RetainStore;
 pub use session_store::{
-    Claim, Recovered, RecoveredSession, SessionRecord, SessionStore, StoredSubscription,
+    Claim, Claimed, Claiming, Intent, Recovered, RecoveredSession, SessionRecord, SessionStore,
+    StoredSubscription, TakenElsewhere,
 };
 
 use crate::protocol::ClientId;

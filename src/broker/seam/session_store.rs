@@ -2,7 +2,11 @@
 //! between connections.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use super::Error;
 use crate::broker::message::{StoredWill, WillMessage};
@@ -18,10 +22,81 @@ pub struct Claim {
     pub epoch: u64,
 }
 
+/// What a new connection asks of its session, as far as the claim needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// Clean Start: whatever session there was is discarded ([MQTT-3.1.2-4]).
+    pub clean_start: bool,
+    /// The session outlives the connection (a session expiry other than 0).
+    pub is_persistent: bool,
+    /// This node keeps a session for the client id (offline, or held by the
+    /// connection being taken over). In a cluster, it is the session to resume
+    /// if this node owned it last; otherwise the one another node left wins.
+    pub has_local_session: bool,
+}
+
+/// A claim taken, and what another node left of the session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claimed {
+    /// The new claim.
+    pub claim: Claim,
+    /// A session this claim resumes that this node does not keep (another node
+    /// held it last, or this node has lost it since, restarted without its
+    /// data), with its subscriptions; `None` if there was none, or the claim
+    /// was a Clean Start.
+    pub resumed_from_elsewhere: Option<Vec<StoredSubscription>>,
+}
+
+/// A claim, taken at once (a single node's claims live in its memory) or once
+/// the cluster agrees (a round trip to the session bucket).
+pub enum Claiming<'a> {
+    /// Taken.
+    Ready(Claimed),
+    /// Taken when this resolves.
+    Pending(Pin<Box<dyn Future<Output = Result<Claimed, Error>> + Send + 'a>>),
+}
+
+impl Claiming<'_> {
+    /// The claim, waiting for the cluster if it must.
+    pub async fn taken(self) -> Result<Claimed, Error> {
+        match self {
+            Claiming::Ready(claimed) => Ok(claimed),
+            Claiming::Pending(pending) => pending.await,
+        }
+    }
+}
+
+/// Another node claimed a session that this node held: its connection here, if
+/// any, must go ([MQTT-3.1.4-3]), and what this node kept of it is no longer
+/// the session's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenElsewhere {
+    /// The session.
+    pub client_id: ClientId,
+    /// Whether the new owner resumed the session (Clean Start 0), which cancels a
+    /// will still waiting for its delay ([MQTT-3.1.3-9]); otherwise the session
+    /// ended here, and such a will is due now.
+    pub is_resumed: bool,
+}
+
 /// Session ownership, records and subscriptions.
 pub trait SessionStore: Send + Sync + fmt::Debug {
-    /// Claims `client_id` for a new connection; every claim before it is fenced off.
-    fn claim(&self, client_id: &ClientId) -> Claim;
+    /// Claims `client_id` for a new connection; every claim before it is fenced
+    /// off, on this node and (in a cluster) on every other.
+    fn claim(&self, client_id: &ClientId, intent: Intent) -> Claiming<'_>;
+
+    /// Sessions other nodes take from this one, as they happen; handed out once.
+    /// A single node has none.
+    fn taken_elsewhere(&self) -> Option<mpsc::UnboundedReceiver<TakenElsewhere>> {
+        None
+    }
+
+    /// Completes once every write made so far is where a claim on any node will
+    /// find it, so that a SUBACK means "this subscription follows the session".
+    /// `None` if that is so already: a single node's writes are done when they return.
+    fn writes_settled(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        None
+    }
 
     /// Whether `claim` is still the newest on its client id.
     fn is_current(&self, client_id: &ClientId, claim: Claim) -> bool;
