@@ -553,3 +553,106 @@ async fn issue_10_a_stale_owner_cannot_write_the_session() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_traffic_goes_on_when_a_nats_server_is_killed() {
+    // Three NATS servers keep every stream and bucket in three copies: with the
+    // stream's leader killed (SIGKILL, mid-traffic) a majority is left, JetStream
+    // elects a new leader, and messages flow between the nodes again: all of
+    // them, in order, including those published during the election (the node
+    // keeps each until the stream acknowledges it).
+    let mut nats = NatsCluster::start(3).ready().await;
+    // Each node knows every server, so that one whose server dies connects to another.
+    let start = |node_id: &str, server: usize| {
+        let mut config = memory_config();
+        let mut cluster = nats.node_config(node_id, server);
+        cluster.nats = nats.urls.clone();
+        cluster.nats.rotate_left(server);
+        config.cluster = Some(cluster);
+        start_broker_with(config)
+    };
+    let (n1, n2) = tokio::join!(start("n1", 0), start("n2", 1));
+    let (mut subscriber, _) = v4::connect(v4::options(n2.addr, "sub")).await;
+    subscribe_v4(&mut subscriber, "live/#", v4::QoS::AtLeastOnce).await;
+    let (publisher, _) = v4::connect(v4::options(n1.addr, "pub")).await;
+    let publish = |n: u32| {
+        let client = publisher.client.clone();
+        async move {
+            client
+                .publish("live/x", v4::QoS::AtLeastOnce, false, n.to_string())
+                .await
+                .unwrap();
+        }
+    };
+    for n in 0..20 {
+        publish(n).await;
+    }
+    let mut received = Vec::new();
+    while received.last() != Some(&19) {
+        let got = next_v4(&mut subscriber).await;
+        received.push(
+            String::from_utf8_lossy(&got.payload)
+                .parse::<u32>()
+                .unwrap(),
+        );
+    }
+    // The server that leads the message stream: the worst one to lose.
+    let leader = {
+        let client = async_nats::connect(nats.urls[0].as_str()).await.unwrap();
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream("ROOKERY_MESSAGES")
+            .await
+            .unwrap();
+        let info = stream.info().await.unwrap();
+        let name = info
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader.clone());
+        name.and_then(|name| name.strip_prefix('n')?.parse::<usize>().ok())
+            .expect("the stream has a leader")
+    };
+    nats.kill(leader);
+
+    // Publish on, 20 ms apart, until one published after the kill arrives.
+    let mut next = 20;
+    let deadline = tokio::time::Instant::now() + CLUSTER_WAIT;
+    let recovered_at = loop {
+        publish(next).await;
+        next += 1;
+        if let Ok(Some(got)) =
+            tokio::time::timeout(Duration::from_millis(20), subscriber.publishes.recv()).await
+        {
+            let n = String::from_utf8_lossy(&got.payload)
+                .parse::<u32>()
+                .unwrap();
+            received.push(n);
+            if n >= 20 {
+                break n;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message crossed the cluster after a NATS server was killed"
+        );
+    };
+    // 50 more after that.
+    let last = next + 50;
+    while next < last {
+        publish(next).await;
+        next += 1;
+    }
+    while received.last() != Some(&(last - 1)) {
+        let got = next_v4(&mut subscriber).await;
+        received.push(
+            String::from_utf8_lossy(&got.payload)
+                .parse::<u32>()
+                .unwrap(),
+        );
+    }
+    // Every message, once, in order: the ones the stream refused while it had no
+    // leader were sent again, and the later ones waited behind them.
+    assert_eq!(received, (0..last).collect::<Vec<_>>());
+    eprintln!("killed the stream's leader; traffic flowed again after message {recovered_at}");
+    n1.stop().await;
+    n2.stop().await;
+}

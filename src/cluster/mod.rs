@@ -22,6 +22,7 @@
 //! SUBACK reaches the subscriber.
 
 mod cover;
+mod outbox;
 mod retained;
 mod sessions;
 pub mod subject;
@@ -143,6 +144,8 @@ struct Node {
     interest: BTreeMap<String, usize>,
     /// The filter subjects the consumer has now.
     filters: Vec<String>,
+    /// Messages published here, until the stream acknowledges them.
+    outbox: outbox::Outbox,
 }
 
 async fn run(
@@ -167,7 +170,7 @@ async fn run(
     // node was away are delivered.
     while let Ok(command) = queue.try_recv() {
         match command {
-            Command::Publish(message) => node.publish(&message).await,
+            Command::Publish(message) => node.publish(message).await,
             Command::Interest { filter, delta } => {
                 node.change_interest(&filter, delta);
                 done += 1;
@@ -196,7 +199,7 @@ async fn run(
                     // Everything queued now, in order: one consumer update for a burst of SUBSCRIBEs.
                     while let Some(command) = next {
                         match command {
-                            Command::Publish(message) => node.publish(&message).await,
+                            Command::Publish(message) => node.publish(message).await,
                             Command::Interest { filter, delta } => {
                                 node.change_interest(&filter, delta);
                                 is_interest_changed = true;
@@ -212,6 +215,8 @@ async fn run(
                         let _ = applied.send(done);
                     }
                 }
+                () = node.outbox.settle_oldest(&node.jetstream, &node.config.node_id),
+                    if !node.outbox.is_empty() => {}
                 message = messages.next() => match message {
                     Some(Ok(message)) => node.receive(message, &inbound).await,
                     Some(Err(error)) => {
@@ -267,6 +272,7 @@ impl Node {
             })
             .await?;
         Ok(Node {
+            outbox: outbox::Outbox::new(&config.node_id),
             config,
             jetstream,
             stream,
@@ -337,20 +343,17 @@ impl Node {
         Ok(())
     }
 
-    async fn publish(&self, message: &Message) {
-        let subject = subject::encode_topic(&message.topic);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(ORIGIN, self.config.node_id.as_str());
-        let payload = crate::storage::encode_message(message);
-        // The acknowledgement is not awaited: local subscribers have the message
-        // already, and a publisher is not held up by the cluster (see README, Cluster).
-        if let Err(error) = self
-            .jetstream
-            .publish_with_headers(subject, headers, payload)
-            .await
-        {
-            warn!(%error, topic = %message.topic, "cluster: could not publish to other nodes");
+    /// Hands `message` to the outbox, waiting first for the oldest acknowledgement
+    /// if the window is full.
+    async fn publish(&mut self, message: Arc<Message>) {
+        if self.outbox.is_full() {
+            self.outbox
+                .settle_oldest(&self.jetstream, &self.config.node_id)
+                .await;
         }
+        self.outbox
+            .publish(&self.jetstream, &self.config.node_id, message)
+            .await;
     }
 
     async fn receive(

@@ -82,6 +82,14 @@ impl NatsCluster {
         self
     }
 
+    /// Kills server `server` (SIGKILL): the cluster carries on with the others.
+    pub fn kill(&mut self, server: usize) {
+        if let Some(child) = self.servers.get_mut(server) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The `[cluster]` section of node `node_id`, on server `server`, keeping
     /// `replicas` copies of each message.
     pub fn node_config(&self, node_id: &str, server: usize) -> ClusterConfig {
