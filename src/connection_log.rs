@@ -40,6 +40,8 @@ pub enum Ended<'a> {
     Shutdown,
     /// An operator disconnected the client through the admin API.
     Kicked,
+    /// This node is cut off from its cluster.
+    CutOff,
 }
 
 impl Ended<'_> {
@@ -63,6 +65,7 @@ impl Ended<'_> {
             ),
             Ended::Shutdown => "server shutting down".to_string(),
             Ended::Kicked => "kicked by an administrator".to_string(),
+            Ended::CutOff => "this node is cut off from its cluster".to_string(),
         }
     }
 
@@ -75,6 +78,7 @@ impl Ended<'_> {
             Ended::TakenOver(_) => Some(ReasonCode::SESSION_TAKEN_OVER),
             Ended::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Ended::Kicked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
+            Ended::CutOff => Some(ReasonCode::USE_ANOTHER_SERVER),
         }
     }
 }

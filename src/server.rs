@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::broker::message::Message;
-use crate::broker::seam::{Seams, TakenElsewhere};
+use crate::broker::seam::{Seams, Standing, TakenElsewhere};
 use crate::broker::sys::SysState;
 use crate::broker::Broker;
 use crate::cluster::{NatsFanout, NatsRetainStore, NatsSessionStore};
@@ -32,6 +32,8 @@ use crate::storage::Storage;
 
 /// How often sessions are expired and delayed wills published.
 const TICK: Duration = Duration::from_millis(250);
+/// How often a node cut off from its cluster looks for clients to disconnect.
+const CUT_OFF_SWEEP: Duration = Duration::from_secs(1);
 
 /// Why the server could not start. Each message is one line that names what
 /// failed and where (the address, the file and its key, the data directory).
@@ -192,6 +194,13 @@ impl Server {
                 broker.clone(),
                 taken,
                 tasks.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(standing) = broker.standing() {
+            tasks.spawn(cut_off_when_isolated(
+                broker.clone(),
+                standing,
                 shutdown.clone(),
             ));
         }
@@ -393,6 +402,31 @@ async fn mirror_retained(
 
 /// Lets go of the sessions other nodes claim (a single node has no such claims).
 /// Each is let go in its own task: a takeover waits for the connection to leave.
+/// Disconnects every client while this node is cut off from its cluster: one
+/// that connected just before the cut-off was noticed goes at the next sweep.
+async fn cut_off_when_isolated(
+    broker: Arc<Broker>,
+    mut standing: tokio::sync::watch::Receiver<Standing>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if *standing.borrow_and_update() == Standing::CutOff {
+            let online = broker.cut_off_all();
+            if online > 0 {
+                warn!(
+                    clients = online,
+                    "cluster: disconnecting clients: this node is cut off"
+                );
+            }
+        }
+        tokio::select! {
+            changed = standing.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(CUT_OFF_SWEEP) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 async fn release_taken(
     broker: Arc<Broker>,
     mut taken: mpsc::UnboundedReceiver<TakenElsewhere>,

@@ -23,16 +23,21 @@ use rookery::storage::Storage;
 
 /// A node of the cluster: a broker on 127.0.0.1:0, in memory, on NATS server `server`.
 async fn node(cluster: &NatsCluster, node_id: &str, server: usize) -> TestBroker {
-    if std::env::var_os("ROOKERY_TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info,rookery::connection_log=warn,async_nats=warn")
-            .try_init();
-    }
+    log_if_asked();
     let mut config = memory_config();
     config.cluster = Some(cluster.node_config(node_id, server));
     let node = start_broker_with(config).await;
     claims_answered(node.addr, node_id).await;
     node
+}
+
+/// Logs to stderr if `ROOKERY_TEST_LOG` is set.
+fn log_if_asked() {
+    if std::env::var_os("ROOKERY_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("ROOKERY_TEST_LOG").unwrap_or_default())
+            .try_init();
+    }
 }
 
 /// Waits until the node accepts a CONNECT: each one claims its client id in the
@@ -57,6 +62,32 @@ async fn claims_answered(addr: std::net::SocketAddr, node_id: &str) {
             "node {node_id} does not accept connections"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every node in `nodes` has written its heartbeat (it is a member
+/// of the cluster: see `cluster::liveness`).
+async fn heartbeats_seen(nats: &NatsCluster, nodes: &[&str]) {
+    let client = async_nats::connect(nats.urls[1].as_str()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + CLUSTER_WAIT;
+    loop {
+        if let Ok(bucket) = jetstream.get_key_value("ROOKERY_MESSAGES_NODES").await {
+            let mut seen = 0;
+            for node in nodes {
+                if let Ok(Some(_)) = bucket.get(*node).await {
+                    seen += 1;
+                }
+            }
+            if seen == nodes.len() {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat from some of {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -653,6 +684,97 @@ async fn issue_10_traffic_goes_on_when_a_nats_server_is_killed() {
     // leader were sent again, and the later ones waited behind them.
     assert_eq!(received, (0..last).collect::<Vec<_>>());
     eprintln!("killed the stream's leader; traffic flowed again after message {recovered_at}");
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_a_node_cut_off_from_nats_disconnects_its_clients() {
+    // n1 is on NATS server 0, n2 on server 1. Server 0 frozen (a partition: n1's
+    // connection stays open, nothing answers), n1 can no longer prove it owns its
+    // sessions (n2 could take one over and n1 would not hear of it), so once its
+    // heartbeats have failed for its fencing timeout it disconnects its clients,
+    // and refuses new ones; the client resumes its session on n2. Server 0 back,
+    // n1 serves again.
+    // n2 keeps the default timeout (10 s): JetStream may take seconds to elect new
+    // leaders for what server 0 led, and n2's heartbeats wait for that.
+    log_if_asked();
+    let mut nats = NatsCluster::start(3).ready().await;
+    let start = |node_id: &str, server: usize, fencing_timeout: u64| {
+        let mut config = memory_config();
+        let mut cluster = nats.node_config(node_id, server);
+        cluster.fencing_timeout = Duration::from_secs(fencing_timeout);
+        config.cluster = Some(cluster);
+        start_broker_with(config)
+    };
+    let (n1, n2) = tokio::join!(start("n1", 0, 2), start("n2", 1, 10));
+    claims_answered(n1.addr, "n1").await;
+    claims_answered(n2.addr, "n2").await;
+    heartbeats_seen(&nats, &["n1", "n2"]).await;
+    let (mut device, connack) = RawClient::open(n1.addr, persistent_packet(V5, "dev", 300)).await;
+    assert!(!connack.code.is_error(), "{connack:?}");
+    device.subscribe_one("cut/+", QoS::AtLeastOnce).await;
+    let (mut device4, connack) = RawClient::open(n1.addr, persistent_packet(V4, "dev4", 0)).await;
+    assert!(!connack.code.is_error(), "{connack:?}");
+
+    nats.freeze(0);
+    let frozen = tokio::time::Instant::now();
+    // v5: DISCONNECT 0x9C Use another server; 3.1.1: the connection closes.
+    let packets = tokio::time::timeout(Duration::from_secs(10), device.drain_until_closed())
+        .await
+        .expect("n1 kept its client for 10 s after it lost NATS");
+    match packets.as_slice() {
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::USE_ANOTHER_SERVER)
+        }
+        other => panic!("expected one DISCONNECT 0x9C, got {other:?}"),
+    }
+    let cut_after = frozen.elapsed();
+    assert!(
+        cut_after >= Duration::from_secs(2),
+        "cut off before the fencing timeout: {cut_after:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), device4.drain_until_closed())
+            .await
+            .expect("n1 kept its 3.1.1 client")
+            .is_empty()
+    );
+
+    // A new client is refused at once while n1 is cut off: CONNACK 0x88 Server unavailable.
+    let asked = tokio::time::Instant::now();
+    let (_, connack) = RawClient::open(n1.addr, connect_packet(V5, "late", true)).await;
+    assert_eq!(connack.code, ReasonCode::SERVER_UNAVAILABLE);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // The client goes to n2 and finds its session, subscription included.
+    let (mut moved, connack) = RawClient::open(n2.addr, persistent_packet(V5, "dev", 300)).await;
+    assert!(!connack.code.is_error(), "{connack:?}");
+    assert!(connack.session_present);
+    let (mut publisher, _) = RawClient::start(n2.addr, V4, "pub", true).await;
+    publisher
+        .publish_acked(publish("cut/x", QoS::AtLeastOnce, 1, "on n2"))
+        .await;
+    assert_eq!(&moved.receive_acked().await.payload[..], b"on n2");
+    eprintln!("n1 disconnected its client {cut_after:?} after losing NATS (fencing timeout 2 s)");
+
+    // NATS answers n1 again: it takes clients again, and has heard that n2 holds
+    // the session now (a connect on n1 takes it back over from n2).
+    nats.thaw(0);
+    claims_answered(n1.addr, "n1").await;
+    let (_back, connack) = RawClient::open(n1.addr, persistent_packet(V5, "dev", 300)).await;
+    assert!(!connack.code.is_error(), "{connack:?}");
+    assert!(connack.session_present);
+    match moved.drain_until_closed().await.as_slice() {
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::SESSION_TAKEN_OVER)
+        }
+        other => panic!("expected one DISCONNECT 0x8E, got {other:?}"),
+    }
     n1.stop().await;
     n2.stop().await;
 }

@@ -28,6 +28,9 @@ pub enum Control {
     TakeOver(Box<Successor>),
     /// An operator asked for the client to be disconnected (v5 DISCONNECT 0x98).
     Kick,
+    /// This node is cut off from its cluster and cannot prove it owns the session
+    /// (v5 DISCONNECT 0x9C Use another server).
+    CutOff,
 }
 
 /// The connection taking a session over, as the log line of the one it replaces
@@ -81,8 +84,9 @@ impl Mailbox {
         if state.is_closed {
             return Err(control);
         }
-        // A takeover already waiting wins over a kick: either way the connection goes.
-        if matches!(control, Control::Kick) && state.control.is_some() {
+        // A takeover already waiting wins over a kick or a cut-off: either way the
+        // connection goes.
+        if !matches!(control, Control::TakeOver(_)) && state.control.is_some() {
             return Ok(());
         }
         state.control = Some(control);

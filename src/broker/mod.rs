@@ -214,6 +214,19 @@ impl Broker {
         self.sessions.taken_elsewhere()
     }
 
+    /// This node's standing in its cluster as it changes (see
+    /// [`Broker::cut_off_all`]); `None` for a single node.
+    pub fn standing(&self) -> Option<tokio::sync::watch::Receiver<seam::Standing>> {
+        self.sessions.standing()
+    }
+
+    /// Disconnects every client because this node is cut off from its cluster: it
+    /// can no longer prove it owns their sessions, which another node may have
+    /// taken over meanwhile ([MQTT-3.1.4-3]). Returns how many were online.
+    pub fn cut_off_all(&self) -> usize {
+        self.registry.cut_off_all()
+    }
+
     /// Messages published on other nodes, to route with [`Broker::publish_remote`];
     /// `None` for a single node.
     pub fn take_remote_inbound(

@@ -552,6 +552,19 @@ impl Registry {
         }
     }
 
+    /// Asks every connection to disconnect its client because this node is cut off
+    /// from its cluster; returns how many were asked.
+    pub fn cut_off_all(&self) -> usize {
+        let slots: Vec<Arc<ClientSlot>> = self.clients.read().values().cloned().collect();
+        slots
+            .iter()
+            .filter(|slot| match &*slot.presence.lock() {
+                Presence::Online(link) => link.mailbox.send_control(Control::CutOff).is_ok(),
+                Presence::Offline { .. } | Presence::Ending { .. } => false,
+            })
+            .count()
+    }
+
     /// Every session: its client id, whether it is online, and its queue length.
     pub fn sessions(&self) -> Vec<(ClientId, bool, usize)> {
         let clients = self.clients.read();

@@ -22,6 +22,7 @@
 //! SUBACK reaches the subscriber.
 
 mod cover;
+mod liveness;
 mod outbox;
 mod retained;
 mod sessions;

@@ -41,6 +41,15 @@ pub struct ClusterConfig {
     /// How long a message waits in the stream for a node that is away.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
+    /// How long a node may be cut off from NATS before it disconnects its clients
+    /// and refuses new ones: beyond it, another node may have taken its sessions
+    /// over unseen. Heartbeats go five times per timeout.
+    #[serde(default = "default_fencing_timeout", with = "humantime_serde")]
+    pub fencing_timeout: Duration,
+}
+
+fn default_fencing_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_stream() -> String {
@@ -78,6 +87,7 @@ impl ClusterConfig {
             stream: default_stream(),
             replicas: default_replicas(),
             max_age: default_max_age(),
+            fencing_timeout: default_fencing_timeout(),
         }
     }
 
@@ -101,6 +111,11 @@ impl ClusterConfig {
         }
         if !(1..=5).contains(&self.replicas) {
             return Err(Error::Invalid("cluster.replicas must be 1 to 5".into()));
+        }
+        if self.fencing_timeout < Duration::from_secs(1) {
+            return Err(Error::Invalid(
+                "cluster.fencing_timeout must be at least 1s".into(),
+            ));
         }
         if self.password.is_some() != self.user.is_some() {
             return Err(Error::Invalid(

@@ -35,7 +35,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 session.depart(true, now)
             }
             Ending::Disconnected { publish_will } => session.depart(*publish_will, now),
-            Ending::Shutdown => session.depart_at_shutdown(now),
+            // The client is expected back, here or on another node.
+            Ending::Shutdown | Ending::CutOff => session.depart_at_shutdown(now),
         };
         let client_id = session.client_id().clone();
         self.broker
@@ -58,6 +59,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             Ending::Kicked => {
                 session.send_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, &mut self.out);
+                LINGER
+            }
+            Ending::CutOff => {
+                session.send_disconnect(ReasonCode::USE_ANOTHER_SERVER, &mut self.out);
                 LINGER
             }
         };

@@ -23,7 +23,7 @@ use tracing::{debug, info_span, Instrument};
 
 use crate::broker::arrival::Place;
 use crate::broker::message::Delivery;
-use crate::broker::seam::SyncPoint;
+use crate::broker::seam::{self, SyncPoint};
 use crate::broker::{Broker, Control, Link, Mailbox, SessionRequest, Successor};
 use crate::connection_log::{self, Ended};
 use crate::metrics::Metrics;
@@ -70,6 +70,9 @@ enum Ending {
     Shutdown,
     /// An operator disconnected the client (admin API): v5 0x98, will published.
     Kicked,
+    /// This node is cut off from its cluster: v5 0x9C; as at shutdown, a
+    /// persistent session keeps its will.
+    CutOff,
 }
 
 impl Ending {
@@ -87,6 +90,7 @@ impl Ending {
             Ending::TakenOver(successor) => Ended::TakenOver(successor),
             Ending::Shutdown => Ended::Shutdown,
             Ending::Kicked => Ended::Kicked,
+            Ending::CutOff => Ended::CutOff,
         }
     }
 }
@@ -200,7 +204,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         {
             Ok(attached) => attached,
             Err(error) => {
-                tracing::error!(%error, "could not store the session; refusing");
+                match error {
+                    // Said once by the cluster, not once per client.
+                    seam::Error::CutOff { .. } => tracing::debug!(%error, "refusing"),
+                    _ => tracing::error!(%error, "could not take the session; refusing"),
+                }
                 connection_log::refused(
                     &self.broker,
                     &self.peer,
@@ -252,6 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return self.read_what_arrived(session, successor)
                 }
                 Some(Control::Kick) => return Ending::Kicked,
+                Some(Control::CutOff) => return Ending::CutOff,
                 None => {}
             }
             if let Some(ending) = self.deliver(session, mailbox, &mut batch) {

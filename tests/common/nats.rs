@@ -90,6 +90,28 @@ impl NatsCluster {
         }
     }
 
+    /// Freezes server `server` (SIGSTOP): its connections stay open but nothing
+    /// answers, as across a network partition, and its clients do not fail over
+    /// until their pings time out (a minute). The other servers carry on without it.
+    #[allow(dead_code)]
+    pub fn freeze(&mut self, server: usize) {
+        self.signal(server, libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    #[allow(dead_code)]
+    pub fn thaw(&mut self, server: usize) {
+        self.signal(server, libc::SIGCONT);
+    }
+
+    fn signal(&mut self, server: usize, signal: libc::c_int) {
+        let child = &self.servers[server];
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits");
+        // SAFETY: kill(2) only sends a signal, to a child this cluster started.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "could not signal nats-server {server}");
+    }
+
     /// The `[cluster]` section of node `node_id`, on server `server`, keeping
     /// `replicas` copies of each message.
     pub fn node_config(&self, node_id: &str, server: usize) -> ClusterConfig {

@@ -28,7 +28,7 @@ pub use message_log::{DeliveryState, MessageLog, PublishWrite, QueuedDelivery, S
 pub use retain_store::RetainStore;
 pub use session_store::{
     Claim, Claimed, Claiming, Intent, Recovered, RecoveredSession, SessionRecord, SessionStore,
-    StoredSubscription, TakenElsewhere,
+    Standing, StoredSubscription, TakenElsewhere,
 };
 
 use crate::protocol::ClientId;
@@ -101,6 +101,13 @@ pub enum Error {
         stale: u64,
         /// The epoch of the current claim.
         current: u64,
+    },
+    /// This cluster node has not reached NATS for longer than its fencing
+    /// timeout, so it takes no session (see `cluster::liveness`).
+    #[error("this node is cut off from its cluster (NATS has not answered for longer than cluster.fencing_timeout, {}); it takes no session until NATS answers", humantime_serde::re::humantime::format_duration(*fencing_timeout))]
+    CutOff {
+        /// `[cluster] fencing_timeout`.
+        fencing_timeout: std::time::Duration,
     },
 }
 

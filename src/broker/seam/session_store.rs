@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::Error;
 use crate::broker::message::{StoredWill, WillMessage};
@@ -79,6 +79,22 @@ pub struct TakenElsewhere {
     pub is_resumed: bool,
 }
 
+/// Whether this node can prove that it owns the sessions it holds. A single
+/// node always can; a cluster node can while it reaches the cluster (see
+/// `cluster::liveness`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Not proven yet, for less than the fencing timeout since start: claims
+    /// wait for the cluster.
+    Joining,
+    /// Proven within the fencing timeout.
+    Member,
+    /// Not proven for longer than the fencing timeout: another node may have
+    /// taken any session over unseen, so this node serves no client (it
+    /// disconnects those it has, refuses new ones) until it reaches the cluster.
+    CutOff,
+}
+
 /// Session ownership, records and subscriptions.
 pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Claims `client_id` for a new connection; every claim before it is fenced
@@ -88,6 +104,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Sessions other nodes take from this one, as they happen; handed out once.
     /// A single node has none.
     fn taken_elsewhere(&self) -> Option<mpsc::UnboundedReceiver<TakenElsewhere>> {
+        None
+    }
+
+    /// This node's [`Standing`] as it changes. A single node has none: it is
+    /// always a member.
+    fn standing(&self) -> Option<watch::Receiver<Standing>> {
         None
     }
 

@@ -41,8 +41,8 @@ use tracing::warn;
 
 use super::RETRY;
 use crate::broker::seam::{
-    Claim, Claiming, Error, Intent, Recovered, SessionRecord, SessionStore, StoredSubscription,
-    TakenElsewhere,
+    Claim, Claiming, Error, Intent, Recovered, SessionRecord, SessionStore, Standing,
+    StoredSubscription, TakenElsewhere,
 };
 use crate::config::ClusterConfig;
 use crate::protocol::ClientId;
@@ -84,6 +84,8 @@ struct Shared {
     queued: AtomicU64,
     done: watch::Receiver<u64>,
     taken: mpsc::UnboundedSender<TakenElsewhere>,
+    /// Whether this node reaches the cluster ([`super::liveness`]).
+    standing: watch::Receiver<Standing>,
 }
 
 /// Session ownership in a JetStream KV bucket, over this node's own store.
@@ -109,6 +111,7 @@ impl NatsSessionStore {
         let (writes, queue) = mpsc::unbounded_channel();
         let (taken_tx, taken) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(0);
+        let (standing, heartbeats) = super::liveness::heartbeats(config.clone());
         let shared = Arc::new(Shared {
             config,
             local,
@@ -119,12 +122,14 @@ impl NatsSessionStore {
             queued: AtomicU64::new(0),
             done,
             taken: taken_tx,
+            standing,
         });
         let stop = CancellationToken::new();
         let writes = write_behind(shared.clone(), queue, done_tx);
         let watch = bucket::watch(shared.clone());
         tokio::spawn(stop.clone().run_until_cancelled_owned(writes));
         tokio::spawn(stop.clone().run_until_cancelled_owned(watch));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(heartbeats));
         NatsSessionStore {
             shared,
             taken: Mutex::new(Some(taken)),
@@ -198,6 +203,11 @@ impl SessionStore for NatsSessionStore {
     fn claim(&self, client_id: &ClientId, intent: Intent) -> Claiming<'_> {
         let client_id = client_id.clone();
         Claiming::Pending(Box::pin(async move {
+            if *self.shared.standing.borrow() == Standing::CutOff {
+                return Err(Error::CutOff {
+                    fencing_timeout: self.shared.config.fencing_timeout,
+                });
+            }
             let claim = self.shared.claim(client_id, intent);
             tokio::time::timeout(CLAIM_TIMEOUT, claim)
                 .await
@@ -207,6 +217,10 @@ impl SessionStore for NatsSessionStore {
 
     fn taken_elsewhere(&self) -> Option<mpsc::UnboundedReceiver<TakenElsewhere>> {
         lock(&self.taken).take()
+    }
+
+    fn standing(&self) -> Option<watch::Receiver<Standing>> {
+        Some(self.shared.standing.clone())
     }
 
     fn writes_settled(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
