@@ -10,6 +10,15 @@
 //! carries its publisher, sequence number and send time, so subscribers measure
 //! end-to-end latency and count lost, duplicated and out-of-order messages.
 //!
+//! Several brokers (a cluster's nodes): `--publish-to` and `--subscribe-to` list
+//! the addresses each side connects to, client `i` taking address `i mod n`, and
+//! `--broker-pid` repeats, one per node:
+//!
+//! ```text
+//! bench --scenario pairs --qos 1 --publish-to 127.0.0.1:1883 --subscribe-to 127.0.0.1:1884 \
+//!       --broker-pid 4101 --broker-pid 4102
+//! ```
+//!
 //! Lean by construction: one task per connection, buffers reused for the whole run,
 //! no allocation per message, many packets per write. It reports its own CPU time
 //! so a reader can check it was not the bottleneck.
@@ -88,9 +97,17 @@ struct Args {
     /// After publishing, wait at most this long without a new delivery.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     drain: Duration,
+    /// Publishers connect to these brokers (`host:port`, comma-separated),
+    /// publisher `i` to the `i mod n`th; default: `--host`/`--port`.
+    #[arg(long, value_delimiter = ',')]
+    publish_to: Vec<String>,
+    /// Subscribers connect to these brokers, as `--publish-to`.
+    #[arg(long, value_delimiter = ',')]
+    subscribe_to: Vec<String>,
     /// The broker's PID: report its CPU time over the run, and for conn its RSS.
+    /// Repeat it for several brokers: CPU is reported per broker and in total.
     #[arg(long)]
-    broker_pid: Option<u32>,
+    broker_pid: Vec<u32>,
     /// Runtime worker threads; 1 runs everything on one thread. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
@@ -204,8 +221,11 @@ async fn run_traffic(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     );
     report.publishers = publishers;
     report.subscribers = subscribers;
+    let target = target(args)?;
     let settings = traffic::Settings {
-        target: target(args)?,
+        publish_to: addresses(&args.publish_to, target.addr)?,
+        subscribe_to: addresses(&args.subscribe_to, target.addr)?,
+        target,
         scenario: args.scenario,
         qos: QoS::from_bits(args.qos).context("QoS is 0, 1 or 2")?,
         payload_len: args.payload,
@@ -216,7 +236,7 @@ async fn run_traffic(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         inflight: args.inflight as usize,
         rate: args.rate,
         drain: args.drain,
-        broker_pid: args.broker_pid,
+        broker_pids: args.broker_pid.clone(),
     };
     let outcome = traffic::run(&settings).await?;
     report.duration_s = outcome.span_secs;
@@ -233,11 +253,18 @@ async fn run_traffic(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     report.out_of_order = outcome.out_of_order;
     report.corrupt = outcome.corrupt;
     report.bench_cpu_s = outcome.bench_cpu_secs;
-    report.broker_cpu_s = outcome.broker_cpu_secs;
+    report.broker_cpu_s = outcome
+        .broker_cpu_secs
+        .as_ref()
+        .map(|each| each.iter().sum());
     if outcome.delivered > 0 {
-        report.broker_cpu_s_per_million = outcome
-            .broker_cpu_secs
-            .map(|cpu| cpu * 1e6 / outcome.delivered as f64);
+        let per_million = |cpu: f64| cpu * 1e6 / outcome.delivered as f64;
+        report.broker_cpu_s_per_million = report.broker_cpu_s.map(per_million);
+        if args.broker_pid.len() > 1 {
+            report.broker_cpu_s_per_million_each = outcome
+                .broker_cpu_secs
+                .map(|each| each.into_iter().map(per_million).collect());
+        }
     }
     Ok(())
 }
@@ -253,7 +280,7 @@ async fn run_idle(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             IpAddr::V4(ip) if ip.is_loopback() => 4,
             _ => 1,
         }),
-        broker_pid: args.broker_pid,
+        broker_pid: args.broker_pid.first().copied(),
     };
     let outcome = idle::run(&target, &settings).await;
     report.bench_cpu_s = procfs::cpu_seconds(None).unwrap_or(0.0) - cpu_before;
@@ -292,6 +319,23 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         version,
         client_prefix: format!("bench-{run_id:08x}"),
     })
+}
+
+/// `listed` resolved, or `default` alone if nothing is listed.
+fn addresses(listed: &[String], default: SocketAddr) -> anyhow::Result<Vec<SocketAddr>> {
+    if listed.is_empty() {
+        return Ok(vec![default]);
+    }
+    listed
+        .iter()
+        .map(|address| {
+            address
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve {address} (host:port)"))?
+                .next()
+                .with_context(|| format!("{address} has no address"))
+        })
+        .collect()
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.

@@ -36,6 +36,9 @@ pub struct Report {
     pub broker_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cpu_s_per_million: Option<f64>,
+    /// With several `--broker-pid`s: each broker's share, in their order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_s_per_million_each: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +100,10 @@ impl Report {
             );
             if let (Some(cpu), Some(per)) = (self.broker_cpu_s, self.broker_cpu_s_per_million) {
                 out += &format!("\n  broker CPU    {cpu:.2}s: {per:.2} s per million delivered");
+            }
+            if let Some(each) = &self.broker_cpu_s_per_million_each {
+                let each: Vec<String> = each.iter().map(|per| format!("{per:.2}")).collect();
+                out += &format!("\n  per broker    {} s per million", each.join(" · "));
             }
         }
         out += &format!("\n  generator CPU {:.2}s", self.bench_cpu_s);

@@ -2,6 +2,7 @@
 //! subscribe everyone, connect every publisher, start them together, publish,
 //! drain, then add up what each subscriber saw against what each publisher sent.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,10 @@ use crate::{procfs, Scenario, Target};
 /// Which publishers feed which subscribers, and how hard.
 pub struct Settings {
     pub target: Target,
+    /// Publisher `i` connects to `publish_to[i % len]`; never empty.
+    pub publish_to: Vec<SocketAddr>,
+    /// Subscriber `i` connects to `subscribe_to[i % len]`; never empty.
+    pub subscribe_to: Vec<SocketAddr>,
     pub scenario: Scenario,
     pub qos: QoS,
     pub payload_len: usize,
@@ -33,7 +38,7 @@ pub struct Settings {
     pub rate: Option<f64>,
     /// Stop draining after this long without a new delivery.
     pub drain: Duration,
-    pub broker_pid: Option<u32>,
+    pub broker_pids: Vec<u32>,
 }
 
 /// Totals over every (subscriber, publisher) pair that should meet.
@@ -49,10 +54,31 @@ pub struct Outcome {
     pub span_secs: f64,
     /// CPU used from the start signal to the end of the drain.
     pub bench_cpu_secs: f64,
-    pub broker_cpu_secs: Option<f64>,
+    /// Per broker, in `broker_pids` order; `None` if any could not be read.
+    pub broker_cpu_secs: Option<Vec<f64>>,
 }
 
 impl Settings {
+    /// The target of the client at `index` on one side.
+    fn target_at(&self, addresses: &[SocketAddr], index: usize) -> Target {
+        let mut target = self.target.clone();
+        if let Some(addr) = addresses.get(index % addresses.len().max(1)) {
+            target.addr = *addr;
+        }
+        target
+    }
+
+    /// Every broker's CPU seconds so far; `None` without PIDs or if one cannot be read.
+    fn broker_cpu(&self) -> Option<Vec<f64>> {
+        if self.broker_pids.is_empty() {
+            return None;
+        }
+        self.broker_pids
+            .iter()
+            .map(|pid| procfs::cpu_seconds(Some(*pid)))
+            .collect()
+    }
+
     fn topic(&self, prefix: &str, publisher: usize) -> ByteString {
         match self.scenario {
             Scenario::Fanout => format!("{prefix}/all").into(),
@@ -87,7 +113,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let mut subscribers = Vec::with_capacity(settings.subscribers);
     for index in 0..settings.subscribers {
         let plan = subscriber::Plan {
-            target: settings.target.clone(),
+            target: settings.target_at(&settings.subscribe_to, index),
             index,
             filter: settings.filter(&prefix, index),
             qos: settings.qos,
@@ -104,9 +130,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let publishers = spawn_publishers(settings, &prefix, clock, &ready_tx, &go_rx);
     wait_ready(&mut ready_rx, settings.publishers, "publishers").await?;
     let bench_cpu_before = procfs::cpu_seconds(None).unwrap_or(0.0);
-    let broker_cpu_before = settings
-        .broker_pid
-        .and_then(|pid| procfs::cpu_seconds(Some(pid)));
+    let broker_cpu_before = settings.broker_cpu();
     let begin = Instant::now();
     let stop = match settings.messages {
         Some(count) => Stop::After(count),
@@ -128,12 +152,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     drain(&unique_total, expected, settings.drain).await;
     let bench_cpu_secs = procfs::cpu_seconds(None).unwrap_or(0.0) - bench_cpu_before;
     let broker_cpu_secs = broker_cpu_before
-        .zip(
-            settings
-                .broker_pid
-                .and_then(|pid| procfs::cpu_seconds(Some(pid))),
-        )
-        .map(|(before, after)| after - before);
+        .zip(settings.broker_cpu())
+        .map(|(before, after)| after.iter().zip(before).map(|(a, b)| a - b).collect());
     let _ = stop_tx.send(true);
 
     let mut outcome = Outcome {
@@ -183,7 +203,7 @@ fn spawn_publishers(
     (0..settings.publishers)
         .map(|index| {
             let plan = publisher::Plan {
-                target: settings.target.clone(),
+                target: settings.target_at(&settings.publish_to, index),
                 index: index as u32,
                 topic: settings.topic(prefix, index),
                 qos: settings.qos,

@@ -280,8 +280,14 @@ impl Broker {
         if let Err(error) = self.end_session(client_id, claim) {
             tracing::error!(%error, "could not discard the previous session");
         }
+        // The new connection was attached before the old session's subscriptions
+        // went: what they routed meanwhile (the old connection's own will, a
+        // message published in between) sits in its mailbox, and must not reach
+        // a session that subscribed to nothing; its stored copy went with the
+        // old session, so once sent its packet id would be forgotten and reused
+        // while in flight ([MQTT-2.2.1-3]).
         if let Some(slot) = self.registry.get(client_id) {
-            slot.set_queued(0);
+            slot.discard_deliveries();
         }
         false
     }
@@ -426,6 +432,56 @@ mod tests {
             subscribe(&broker, &client_id, attached.claim);
         }
         assert_eq!(broker.subscriptions_of(&client_id), vec!["t".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn issue_12_what_the_old_session_routed_during_a_takeover_does_not_reach_a_new_session() {
+        // Found by the `session` fuzz target: a 3.1 clean session subscribed to `t`
+        // is taken over by a CONNECT with Clean Session 0. The old connection's will
+        // (or any message published in between) is routed to the old subscription
+        // after the new connection attached, into its mailbox; the session it was
+        // for is discarded a moment later, so the new session, which subscribed to
+        // nothing, must not get it.
+        let broker = broker();
+        let client_id = ClientId::new("c");
+        let old_link = link(&broker);
+        let old_id = old_link.connection_id;
+        let old = broker.connect(clean(&client_id), old_link).await.unwrap();
+        subscribe(&broker, &client_id, old.claim);
+
+        let new_link = Link {
+            is_persistent: true,
+            ..link(&broker)
+        };
+        let mailbox = new_link.mailbox.clone();
+        let request = SessionRequest {
+            clean_start: false,
+            expiry: None,
+            ..clean(&client_id)
+        };
+        let mut new = pin!(broker.connect(request, new_link));
+        assert!(
+            poll_once(new.as_mut()).is_pending(),
+            "waits for the old one"
+        );
+        // The old connection goes: its will is published before it hands over.
+        let message = Arc::new(Message {
+            topic: crate::protocol::TopicName::new("t").unwrap(),
+            payload: bytes::Bytes::from_static(b"will"),
+            qos: crate::protocol::QoS::ExactlyOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        });
+        broker.publish(&ClientId::new("c"), message).unwrap();
+        broker.registry.detach(&client_id, old_id, Departure::End);
+        let attached = new.await.unwrap();
+        assert!(!attached.session_present);
+        assert!(
+            !mailbox.has_deliveries(),
+            "the new session got the old one's message"
+        );
+        assert!(broker.subscriptions_of(&client_id).is_empty());
     }
 
     #[tokio::test]

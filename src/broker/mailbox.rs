@@ -107,6 +107,12 @@ impl Mailbox {
         }
     }
 
+    /// Drops the deliveries waiting, keeping any control request: they were routed
+    /// to a session that has since been discarded.
+    pub fn discard_deliveries(&self) {
+        self.state.lock().deliveries = VecDeque::new();
+    }
+
     /// The pending control request, if any.
     pub fn take_control(&self) -> Option<Control> {
         self.state.lock().control.take()

@@ -182,6 +182,15 @@ impl ClientSlot {
         }
     }
 
+    /// Drops what the connection holding the session has not sent yet, and its
+    /// queue count: the session it was routed to is gone.
+    pub fn discard_deliveries(&self) {
+        if let Presence::Online(link) = &*self.presence.lock() {
+            link.mailbox.discard_deliveries();
+        }
+        self.queued.store(0, Ordering::Relaxed);
+    }
+
     /// Resets the queue count to what a resumed session actually holds.
     pub fn set_queued(&self, count: usize) {
         self.queued.store(count, Ordering::Relaxed);
