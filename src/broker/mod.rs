@@ -227,6 +227,14 @@ impl Broker {
         self.registry.cut_off_all()
     }
 
+    /// `None` while this node can take more publishes; otherwise completes once
+    /// it can (see [`Fanout::backlogged`]): connections that publish wait on it.
+    pub fn backlogged(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        self.fanout.backlogged()
+    }
+
     /// Messages published on other nodes, to route with [`Broker::publish_remote`];
     /// `None` for a single node.
     pub fn take_remote_inbound(

@@ -21,6 +21,7 @@
 //! ([`Fanout::interest_settled`]), so a message published on any node after the
 //! SUBACK reaches the subscriber.
 
+mod backlog;
 mod cover;
 mod liveness;
 mod outbox;
@@ -44,6 +45,7 @@ use crate::broker::message::Message;
 use crate::broker::seam::Fanout;
 use crate::config::ClusterConfig;
 use crate::protocol::TopicFilter;
+pub use backlog::HIGH as BACKLOG_LIMIT;
 pub use cover::cover;
 pub use retained::NatsRetainStore;
 pub use sessions::NatsSessionStore;
@@ -73,6 +75,8 @@ enum Command {
 #[derive(Debug)]
 pub struct NatsFanout {
     commands: mpsc::UnboundedSender<Command>,
+    /// Messages handed to the task and not yet taken by the stream.
+    backlog: Arc<backlog::Backlog>,
     inbound: Mutex<Option<mpsc::UnboundedReceiver<Arc<Message>>>>,
     /// Interest changes asked for so far, and applied so far (by the task).
     requested: AtomicU64,
@@ -86,9 +90,11 @@ impl NatsFanout {
         let (commands, queue) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
-        tokio::spawn(run(config, queue, inbound_tx, applied_tx));
+        let backlog = Arc::new(backlog::Backlog::default());
+        tokio::spawn(run(config, queue, inbound_tx, applied_tx, backlog.clone()));
         NatsFanout {
             commands,
+            backlog,
             inbound: Mutex::new(Some(inbound)),
             requested: AtomicU64::new(0),
             applied,
@@ -112,7 +118,17 @@ impl Fanout for NatsFanout {
     }
 
     fn publish(&self, message: &Arc<Message>) {
-        let _ = self.commands.send(Command::Publish(message.clone()));
+        if self
+            .commands
+            .send(Command::Publish(message.clone()))
+            .is_ok()
+        {
+            self.backlog.add();
+        }
+    }
+
+    fn backlogged(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        self.backlog.wait()
     }
 
     fn take_inbound(&self) -> Option<mpsc::UnboundedReceiver<Arc<Message>>> {
@@ -154,9 +170,10 @@ async fn run(
     mut queue: mpsc::UnboundedReceiver<Command>,
     inbound: mpsc::UnboundedSender<Arc<Message>>,
     applied: watch::Sender<u64>,
+    backlog: Arc<backlog::Backlog>,
 ) {
     let mut node = loop {
-        match Node::connect(config.clone()).await {
+        match Node::connect(config.clone(), backlog.clone()).await {
             Ok(node) => break node,
             Err(error) => {
                 warn!(%error, nats = ?config.nats, "cluster: cannot reach NATS JetStream; retrying");
@@ -260,7 +277,10 @@ async fn connect(
 }
 
 impl Node {
-    async fn connect(config: ClusterConfig) -> Result<Node, async_nats::Error> {
+    async fn connect(
+        config: ClusterConfig,
+        backlog: Arc<backlog::Backlog>,
+    ) -> Result<Node, async_nats::Error> {
         let jetstream = connect(&config, "messages").await?;
         let stream = jetstream
             .get_or_create_stream(stream::Config {
@@ -273,7 +293,7 @@ impl Node {
             })
             .await?;
         Ok(Node {
-            outbox: outbox::Outbox::new(&config.node_id),
+            outbox: outbox::Outbox::new(&config.node_id, backlog),
             config,
             jetstream,
             stream,

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use async_nats::jetstream;
 use tracing::{debug, warn};
 
+use super::backlog::Backlog;
 use super::{subject, ORIGIN, RETRY};
 use crate::broker::message::Message;
 
@@ -52,6 +53,8 @@ impl Unacked {
 
 /// This node's messages not yet acknowledged by the stream, oldest first.
 pub struct Outbox {
+    /// Told of every message the stream takes.
+    backlog: Arc<Backlog>,
     /// `Nats-Msg-Id` prefix: the node id and a number drawn at start, so that a
     /// restarted node's ids never match its previous run's.
     prefix: String,
@@ -63,8 +66,9 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(node_id: &str) -> Outbox {
+    pub fn new(node_id: &str, backlog: Arc<Backlog>) -> Outbox {
         Outbox {
+            backlog,
             prefix: format!("{node_id}-{:016x}", fastrand::u64(..)),
             next_id: 0,
             unacked: VecDeque::new(),
@@ -113,6 +117,7 @@ impl Outbox {
         match result {
             Ok(()) => {
                 self.unacked.pop_front();
+                self.backlog.done();
                 if self.unacked.is_empty() {
                     self.is_retrying = false;
                 }

@@ -133,6 +133,7 @@ pub async fn run_with<S>(
         place_waker,
         steady_reads: 0,
         is_routing_input: false,
+        has_published: false,
         read_buf: BytesMut::new(),
         read_size: MIN_READ * 2,
         out: Outbox::new(ProtocolVersion::V3_1_1),
@@ -161,6 +162,9 @@ struct Connection<S> {
     steady_reads: u8,
     /// Whether the packets handled since the last note could change routing.
     is_routing_input: bool,
+    /// Whether the client has sent a PUBLISH: only such a connection waits while
+    /// the cluster's backlog is full (see [`crate::broker::seam::Fanout::backlogged`]).
+    has_published: bool,
     read_buf: BytesMut,
     read_size: usize,
     out: Outbox,
@@ -287,11 +291,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             // More deliveries are ready for the window: look at the socket, then loop.
             let has_work = session.can_send() && mailbox.has_deliveries();
+            // A publisher the cluster cannot keep up with is not read (deliveries to
+            // it go on), nor held to its keep-alive, whose PINGREQ waits unread too.
+            let mut backlog = match self.has_published {
+                true => self.broker.backlogged(),
+                false => None,
+            };
+            let is_reading = backlog.is_none();
             self.read_buf.reserve(self.read_size);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ending::Shutdown,
-                read = input::read_in_order(&mut self.stream, &mut self.read_buf, &self.place, &self.place_waker) => match read {
+                () = until_room(&mut backlog), if !is_reading => {}
+                read = input::read_in_order(&mut self.stream, &mut self.read_buf, &self.place, &self.place_waker), if is_reading => match read {
                     Ok(0) => return Ending::Closed,
                     Err(error) => return Ending::SocketError(error),
                     Ok(n) => if let Some(ending) = self.on_read(n, session).await {
@@ -300,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
                 () = std::future::ready(()), if has_work => {}
                 () = mailbox.wait(), if !has_work => {}
-                () = &mut keep_alive => {
+                () = &mut keep_alive, if is_reading => {
                     let now = Instant::now();
                     if let Err(error) = session.on_tick(now) {
                         return Ending::Violation(error);
@@ -409,5 +421,15 @@ fn session_request(negotiated: &Negotiated, connection: Successor) -> SessionReq
         expiry,
         will: negotiated.will.as_deref(),
         connection,
+    }
+}
+
+/// Completes when the cluster's backlog has room again; never without a wait.
+async fn until_room(
+    backlog: &mut Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+) {
+    match backlog {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
     }
 }

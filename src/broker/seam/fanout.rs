@@ -32,6 +32,16 @@ pub trait Fanout: Send + Sync + fmt::Debug {
     /// SUBACK waits for it, so a message published anywhere after the SUBACK is
     /// delivered.
     fn interest_settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// `None` while this node can take more publishes; otherwise completes once
+    /// it can. Messages for other nodes can pile up faster than they leave (the
+    /// cluster is slower than the publishers, or out of reach): past a bound, the
+    /// connections that publish stop reading until the backlog shrinks — TCP
+    /// back-pressure, as a slow broker applies it, not lost messages and not
+    /// unbounded memory. A single node never waits.
+    fn backlogged(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
+    }
 }
 
 /// The fanout of a single node: there is nobody to tell.
