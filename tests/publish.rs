@@ -540,3 +540,54 @@ async fn issue_8_v4_pubrel_with_dup_is_closed() {
     assert!(client.is_closed().await);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn issue_12_an_answer_to_a_publish_of_the_previous_connection_counts_before_its_resend() {
+    // Two QoS 2 messages in flight when the connection drops; the client comes
+    // back with Receive Maximum 1, so only the first is sent again at once. The
+    // client already has the second and answers it (PUBREC 2) before its resend:
+    // the flow goes on from there [MQTT-4.4.0-1] — PUBREL 2, not "Packet
+    // Identifier not found", and no PUBLISH 2 again later.
+    let broker = start_broker().await;
+    let mut first = persistent_packet(V5, "sub", 300);
+    first.properties.receive_maximum = Some(2);
+    let (mut subscriber, _) = RawClient::open(broker.addr, first).await;
+    subscriber.subscribe_one("w/t", QoS::ExactlyOnce).await;
+    let (mut publisher, _) = RawClient::start(broker.addr, V4, "pub", true).await;
+    publisher
+        .publish_acked(publish("w/t", QoS::AtLeastOnce, 1, "one"))
+        .await;
+    publisher
+        .publish_acked(publish("w/t", QoS::AtLeastOnce, 2, "two"))
+        .await;
+    let ids: Vec<_> = [
+        subscriber.expect_publish().await,
+        subscriber.expect_publish().await,
+    ]
+    .iter()
+    .map(|publish| publish.packet_id.unwrap())
+    .collect();
+    drop(subscriber);
+
+    let mut again = persistent_packet(V5, "sub", 300);
+    again.properties.receive_maximum = Some(1);
+    let (mut subscriber, connack) = RawClient::open(broker.addr, again).await;
+    assert!(connack.session_present);
+    let resent = subscriber.expect_publish().await;
+    assert!(resent.dup);
+    assert_eq!(resent.packet_id, Some(ids[0]));
+    subscriber.send(&Packet::PubRec(Ack::new(ids[1]))).await;
+    match subscriber.expect().await {
+        Packet::PubRel(pubrel) => {
+            assert_eq!(pubrel.packet_id, ids[1]);
+            assert_eq!(pubrel.reason, ReasonCode::SUCCESS);
+        }
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    subscriber.send(&Packet::PubComp(Ack::new(ids[1]))).await;
+    subscriber.send(&Packet::PubRec(Ack::new(ids[0]))).await;
+    assert!(matches!(subscriber.expect().await, Packet::PubRel(ack) if ack.packet_id == ids[0]));
+    subscriber.send(&Packet::PubComp(Ack::new(ids[0]))).await;
+    subscriber.expect_silence(Duration::from_millis(300)).await;
+    broker.stop().await;
+}

@@ -84,6 +84,8 @@ struct Client {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct InFlight {
+    /// QoS 1 or 2: what a well-behaved client answers.
+    qos: QoS,
     phase: Phase,
     /// Whether the PUBLISH was sent on the current connection.
     is_current: bool,
@@ -348,17 +350,18 @@ impl World {
 
     /// A well-behaved client answers everything it holds.
     fn acknowledge_everything(&mut self) {
-        let in_flight: Vec<(u16, Phase)> = self
+        let in_flight: Vec<(u16, InFlight)> = self
             .client
             .in_flight
             .iter()
-            .map(|(&id, entry)| (id, entry.phase))
+            .map(|(&id, entry)| (id, *entry))
             .collect();
-        for (id, phase) in in_flight {
+        for (id, entry) in in_flight {
             let ack = Ack::new(PacketId::new(id).expect("ids in flight are non-zero"));
-            self.send(match phase {
-                Phase::Published => Packet::PubRec(ack),
-                Phase::Released => Packet::PubComp(ack),
+            self.send(match (entry.phase, entry.qos) {
+                (Phase::Published, QoS::ExactlyOnce) => Packet::PubRec(ack),
+                (Phase::Published, _) => Packet::PubAck(ack),
+                (Phase::Released, _) => Packet::PubComp(ack),
             });
             if self.connection.is_none() {
                 return;
@@ -482,7 +485,15 @@ impl Client {
         }
         let is_current = true;
         let phase = Phase::Published;
-        self.in_flight.insert(id, InFlight { phase, is_current });
+        let qos = publish.qos;
+        self.in_flight.insert(
+            id,
+            InFlight {
+                qos,
+                phase,
+                is_current,
+            },
+        );
         let current = self.in_flight.values().filter(|e| e.is_current).count();
         assert!(
             current <= window,

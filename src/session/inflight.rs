@@ -108,7 +108,9 @@ impl Outbound {
 
     /// PUBACK: the QoS 1 delivery is done.
     pub fn acknowledge(&mut self, packet_id: PacketId) -> Option<InFlight> {
-        let entry = self.window.remove(&packet_id)?;
+        let Some(entry) = self.window.remove(&packet_id) else {
+            return self.take_resend(packet_id, Phase::Published);
+        };
         if entry.phase == Phase::Published {
             return Some(entry);
         }
@@ -121,6 +123,12 @@ impl Outbound {
     /// if the id is unknown (or already released, when the PUBREC is a repeat and
     /// the PUBREL just goes out again).
     pub fn receive(&mut self, packet_id: PacketId) -> Option<&Delivery> {
+        if !self.window.contains_key(&packet_id) {
+            // Received on an earlier connection and not sent again yet: the
+            // PUBLISH is not resent, the PUBREL goes now.
+            let entry = self.take_resend(packet_id, Phase::Published)?;
+            self.window.insert(packet_id, entry);
+        }
         let entry = self.window.get_mut(&packet_id)?;
         entry.phase = Phase::Released;
         Some(&entry.delivery)
@@ -128,7 +136,9 @@ impl Outbound {
 
     /// PUBCOMP: the QoS 2 delivery is done.
     pub fn complete(&mut self, packet_id: PacketId) -> Option<InFlight> {
-        let entry = self.window.remove(&packet_id)?;
+        let Some(entry) = self.window.remove(&packet_id) else {
+            return self.take_resend(packet_id, Phase::Released);
+        };
         if entry.phase == Phase::Released {
             return Some(entry);
         }
@@ -138,7 +148,22 @@ impl Outbound {
 
     /// Drops a delivery whatever its phase (a PUBREC with an error reason ends a QoS 2 flow).
     pub fn remove(&mut self, packet_id: PacketId) -> Option<InFlight> {
-        self.window.remove(&packet_id)
+        self.window.remove(&packet_id).or_else(|| {
+            let index = self.resends.iter().position(|(id, _)| *id == packet_id)?;
+            self.resends.remove(index).map(|(_, entry)| entry)
+        })
+    }
+
+    /// Takes the entry of `packet_id` out of the resend queue if it is at `phase`:
+    /// a resumed session's client may answer a PUBLISH (or PUBREL) of the previous
+    /// connection before the window lets it be sent again, and the answer counts
+    /// ([MQTT-4.4.0-1]: the flow goes on where it was).
+    fn take_resend(&mut self, packet_id: PacketId, phase: Phase) -> Option<InFlight> {
+        let index = self
+            .resends
+            .iter()
+            .position(|(id, entry)| *id == packet_id && entry.phase == phase)?;
+        self.resends.remove(index).map(|(_, entry)| entry)
     }
 
     /// Queues a delivery behind a full window.
