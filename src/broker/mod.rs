@@ -227,6 +227,11 @@ impl Broker {
         self.registry.cut_off_all()
     }
 
+    /// Whether this node has other nodes to hand messages to (a cluster).
+    pub fn has_peers(&self) -> bool {
+        self.fanout.has_peers()
+    }
+
     /// `None` while this node can take more publishes; otherwise completes once
     /// it can (see [`Fanout::backlogged`]): connections that publish wait on it.
     pub fn backlogged(

@@ -157,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Err(error) => return Some(Ending::Violation(error.into())),
             };
             received.count(packet.packet_type());
-            self.has_published |= matches!(packet, Packet::Publish(_));
+            self.may_wait_for_cluster |= self.has_peers && matches!(packet, Packet::Publish(_));
             self.is_routing_input |= !matches!(
                 packet,
                 Packet::Publish(_)

@@ -133,7 +133,8 @@ pub async fn run_with<S>(
         place_waker,
         steady_reads: 0,
         is_routing_input: false,
-        has_published: false,
+        may_wait_for_cluster: false,
+        has_peers: broker.has_peers(),
         read_buf: BytesMut::new(),
         read_size: MIN_READ * 2,
         out: Outbox::new(ProtocolVersion::V3_1_1),
@@ -162,9 +163,12 @@ struct Connection<S> {
     steady_reads: u8,
     /// Whether the packets handled since the last note could change routing.
     is_routing_input: bool,
-    /// Whether the client has sent a PUBLISH: only such a connection waits while
-    /// the cluster's backlog is full (see [`crate::broker::seam::Fanout::backlogged`]).
-    has_published: bool,
+    /// Whether the client has sent a PUBLISH on a cluster node: only such a
+    /// connection waits while the cluster's backlog is full (see
+    /// [`crate::broker::seam::Fanout::backlogged`]). Never set on a single node.
+    may_wait_for_cluster: bool,
+    /// The broker has other nodes (read once: the fanout does not change).
+    has_peers: bool,
     read_buf: BytesMut,
     read_size: usize,
     out: Outbox,
@@ -293,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let has_work = session.can_send() && mailbox.has_deliveries();
             // A publisher the cluster cannot keep up with is not read (deliveries to
             // it go on), nor held to its keep-alive, whose PINGREQ waits unread too.
-            let mut backlog = match self.has_published {
+            let mut backlog = match self.may_wait_for_cluster {
                 true => self.broker.backlogged(),
                 false => None,
             };

@@ -42,6 +42,12 @@ pub trait Fanout: Send + Sync + fmt::Debug {
     fn backlogged(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
         None
     }
+
+    /// Whether there are other nodes at all: a single node's connections never
+    /// ask [`Fanout::backlogged`], which keeps a call off every turn of theirs.
+    fn has_peers(&self) -> bool {
+        true
+    }
 }
 
 /// The fanout of a single node: there is nobody to tell.
@@ -61,5 +67,9 @@ impl Fanout for LocalOnly {
 
     fn interest_settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
+    }
+
+    fn has_peers(&self) -> bool {
+        false
     }
 }
