@@ -31,6 +31,22 @@ async fn node(cluster: &NatsCluster, node_id: &str, server: usize) -> TestBroker
     node
 }
 
+/// [`node`], cut off from its cluster after `fencing_timeout` seconds without NATS.
+async fn node_fenced_after(
+    cluster: &NatsCluster,
+    node_id: &str,
+    server: usize,
+    fencing_timeout: u64,
+) -> TestBroker {
+    let mut config = memory_config();
+    let mut cluster = cluster.node_config(node_id, server);
+    cluster.fencing_timeout = Duration::from_secs(fencing_timeout);
+    config.cluster = Some(cluster);
+    let node = start_broker_with(config).await;
+    claims_answered(node.addr, node_id).await;
+    node
+}
+
 /// Logs to stderr if `ROOKERY_TEST_LOG` is set.
 fn log_if_asked() {
     if std::env::var_os("ROOKERY_TEST_LOG").is_some() {
@@ -700,16 +716,10 @@ async fn issue_10_a_node_cut_off_from_nats_disconnects_its_clients() {
     // leaders for what server 0 led, and n2's heartbeats wait for that.
     log_if_asked();
     let mut nats = NatsCluster::start(3).ready().await;
-    let start = |node_id: &str, server: usize, fencing_timeout: u64| {
-        let mut config = memory_config();
-        let mut cluster = nats.node_config(node_id, server);
-        cluster.fencing_timeout = Duration::from_secs(fencing_timeout);
-        config.cluster = Some(cluster);
-        start_broker_with(config)
-    };
-    let (n1, n2) = tokio::join!(start("n1", 0, 2), start("n2", 1, 10));
-    claims_answered(n1.addr, "n1").await;
-    claims_answered(n2.addr, "n2").await;
+    let (n1, n2) = tokio::join!(
+        node_fenced_after(&nats, "n1", 0, 2),
+        node_fenced_after(&nats, "n2", 1, 10)
+    );
     heartbeats_seen(&nats, &["n1", "n2"]).await;
     let (mut device, connack) = RawClient::open(n1.addr, persistent_packet(V5, "dev", 300)).await;
     assert!(!connack.code.is_error(), "{connack:?}");
@@ -778,12 +788,7 @@ async fn issue_10_publishers_wait_while_the_stream_cannot_keep_up() {
     // every message is taken, none lost.
     log_if_asked();
     let mut nats = NatsCluster::start(3).ready().await;
-    let mut config = memory_config();
-    let mut cluster = nats.node_config("n1", 0);
-    cluster.fencing_timeout = Duration::from_secs(60);
-    config.cluster = Some(cluster);
-    let n1 = start_broker_with(config).await;
-    claims_answered(n1.addr, "n1").await;
+    let n1 = node_fenced_after(&nats, "n1", 0, 60).await;
     let received = || {
         let metrics = n1.server.broker().metrics();
         metrics
