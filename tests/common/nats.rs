@@ -66,20 +66,39 @@ impl NatsCluster {
     }
 
     /// Waits until JetStream answers on every server (the cluster has elected
-    /// its meta leader).
-    pub async fn ready(self) -> NatsCluster {
+    /// its meta leader). A cluster that does not come up is started again on new
+    /// ports: the route ports are chosen before the servers bind them, and a
+    /// server of a test running beside this one may take one meanwhile.
+    pub async fn ready(mut self) -> NatsCluster {
+        for attempt in 1..=READY_ATTEMPTS {
+            if self.is_jetstream_up().await {
+                return self;
+            }
+            eprintln!(
+                "JetStream did not come up within {READY_WAIT:?} (attempt {attempt}); \
+                 starting the NATS cluster again on new ports"
+            );
+            self = NatsCluster::start(self.servers.len());
+        }
+        panic!("JetStream did not come up in {READY_ATTEMPTS} attempts");
+    }
+
+    async fn is_jetstream_up(&self) -> bool {
         for url in &self.urls {
-            let client = async_nats::connect(url.as_str()).await.unwrap();
+            let Ok(client) = async_nats::connect(url.as_str()).await else {
+                return false;
+            };
             let jetstream = async_nats::jetstream::new(client);
-            tokio::time::timeout(READY_WAIT, async {
+            let answered = tokio::time::timeout(READY_WAIT, async {
                 while jetstream.query_account().await.is_err() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            })
-            .await
-            .expect("JetStream did not come up");
+            });
+            if answered.await.is_err() {
+                return false;
+            }
         }
-        self
+        true
     }
 
     /// Kills server `server` (SIGKILL): the cluster carries on with the others.
@@ -155,4 +174,6 @@ pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
 /// How long new servers may take to elect their JetStream meta leader: longer
 /// than [`CLUSTER_WAIT`], since on a loaded machine (two cores shared with
 /// benchmarks) the election alone has taken more than 20 s.
-const READY_WAIT: Duration = Duration::from_secs(60);
+const READY_WAIT: Duration = Duration::from_secs(45);
+/// How many times a cluster that does not come up is started again.
+const READY_ATTEMPTS: usize = 3;
